@@ -1,0 +1,156 @@
+"""Per-pair processing (rig mode, drift, thermal realities) with a stand-in matcher."""
+import cv2
+import numpy as np
+import pytest
+
+from distillmatch_ros.errors import InputError
+from distillmatch_ros.pipeline import (LatencyStats, PairPipeline, PipelineConfig, blend_homographies,
+                                       project)
+from distillmatch_ros.result import MatchResult
+
+H_TRUE = np.array([[2.0, 0.05, 30.0], [-0.03, 2.0, 20.0], [0.0, 0.0, 1.0]])
+
+
+class FakeMatcher:
+    """Matches generated from a known homography (self.H), with noise and outliers."""
+
+    backend = "fake"
+
+    def __init__(self, H=H_TRUE, n=200, outliers=0.2, seed=0):
+        self.H, self.n, self.outliers, self.calls = H, n, outliers, 0
+        self.rng = np.random.default_rng(seed)
+
+    def match(self, visible, thermal):
+        if thermal.shape[0] < 16:
+            raise InputError("too small")
+        self.calls += 1
+        th, tw = thermal.shape
+        pt = self.rng.uniform([0, 0], [tw, th], (self.n, 2)).astype(np.float32)
+        pv = project(self.H, pt) + self.rng.normal(0, 0.5, (self.n, 2))
+        bad = self.rng.random(self.n) < self.outliers
+        pv[bad] = self.rng.uniform(0, 600, (bad.sum(), 2))
+        H, mask = cv2.findHomography(pt, pv.astype(np.float32), cv2.RANSAC, 3.0)
+        return MatchResult(pv.astype(np.float32), pt, np.ones(self.n, np.float32), H,
+                           mask.ravel().astype(bool), {"match": 1.0})
+
+
+def frames(k, tshape=(64, 80), dtype=np.uint8, seed=0):
+    rng = np.random.default_rng(seed + k)
+    vis = rng.integers(0, 256, (160, 200, 3), dtype=np.uint8)
+    hi = 255 if dtype == np.uint8 else 30000
+    th = rng.integers(0, hi, tshape).astype(dtype)
+    return vis, th
+
+
+def corner_error(Ha, Hb, size=(80, 64)):
+    w, h = size
+    c = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
+    return float(np.abs(project(Ha, c) - project(Hb, c)).max())
+
+
+def run(pipe, n, rate_hz=10.0, start=0, **kw):
+    outs = []
+    for k in range(start, start + n):
+        vis, th = frames(k, **kw)
+        outs.append(pipe.process(vis, th, int(k * 1e9 / rate_hz)))
+    return outs
+
+
+def test_per_pair_mode_matches_every_pair():
+    m = FakeMatcher()
+    pipe = PairPipeline(m, PipelineConfig(rig_mode=False, fuse=False))
+    outs = run(pipe, 5)
+    assert m.calls == 5 and all(o.matched and o.alignment == "aligned" for o in outs)
+    assert corner_error(outs[-1].homography, H_TRUE) < 3.0
+    assert outs[0].visible_size == (200, 160) and outs[0].thermal_size == (80, 64)
+
+
+def test_rig_mode_rematches_at_rate_and_holds_between():
+    m = FakeMatcher()
+    pipe = PairPipeline(m, PipelineConfig(rig_mode=True, match_rate_hz=2.0, fuse=False))
+    outs = run(pipe, 30, rate_hz=10.0)  # 3 s of pairs at 10 Hz
+    assert m.calls == 6  # at 0, 0.5, ... 2.5 s
+    assert all(o.homography is not None for o in outs)
+    assert sum(o.matched for o in outs) == 6
+    assert corner_error(pipe.held, H_TRUE) < 2.0
+
+
+def test_rig_mode_detects_drift_and_realigns():
+    m = FakeMatcher()
+    pipe = PairPipeline(m, PipelineConfig(match_rate_hz=5.0, drift_confirmations=2, fuse=False))
+    run(pipe, 10)
+    assert pipe.counters["realignments"] == 0
+    moved = H_TRUE.copy()
+    moved[0, 2] += 40.0  # the rig was knocked: 40 px shift
+    m.H = moved
+    outs = run(pipe, 10, start=10)
+    events = [e for o in outs for e in o.events]
+    assert "drift_suspected" in events and "drift_detected" in events and "realigned" in events
+    assert pipe.counters["realignments"] == 1
+    assert corner_error(pipe.held, moved) < 3.0
+    # the suspicion is confirmed on the very next pair, not after 1/match_rate_hz
+    i = next(k for k, o in enumerate(outs) if "drift_suspected" in o.events)
+    assert outs[i + 1].matched and "realigned" in outs[i + 1].events
+
+
+def test_small_noise_does_not_trigger_drift_and_is_filtered():
+    m = FakeMatcher()
+    pipe = PairPipeline(m, PipelineConfig(match_rate_hz=0, homography_smoothing=0.2, fuse=False))
+    run(pipe, 20)
+    assert pipe.counters["realignments"] == 0 and pipe.alignment == "aligned"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_constant_and_frozen_thermal_frames_are_reported_not_matched(dtype):
+    m = FakeMatcher()
+    pipe = PairPipeline(m, PipelineConfig(rig_mode=False, fuse=False))
+    run(pipe, 3, dtype=dtype)
+    vis, th = frames(50, dtype=dtype)
+    flat = np.full_like(th, 7 if dtype == np.uint8 else 20000)
+    out = pipe.process(vis, flat, 10**9)
+    assert out.thermal_state == "constant" and "thermal_constant" in out.events and not out.matched
+    assert out.homography is not None  # the last estimate is kept through the stall
+    outs = [pipe.process(vis, th, 2 * 10**9 + k) for k in range(3)]  # same frame repeated
+    assert [o.thermal_state for o in outs] == ["ok", "frozen", "frozen"]
+    assert "thermal_frozen" in outs[1].events
+    back = pipe.process(*frames(99, dtype=dtype), 3 * 10**9)
+    assert back.thermal_state == "ok" and "thermal_recovered" in back.events and back.matched
+    assert pipe.counters["thermal_constant_frames"] == 1 and pipe.counters["thermal_frozen_frames"] == 2
+
+
+def test_gain_change_is_reported():
+    pipe = PairPipeline(FakeMatcher(), PipelineConfig(fuse=False))
+    vis, th = frames(0, dtype=np.uint16)
+    th = (th // 4 + 1000).astype(np.uint16)
+    pipe.process(vis, th, 0)
+    out = pipe.process(vis, (th * 3).astype(np.uint16) + 1, 10**8)  # gain x3
+    assert "gain_change" in out.events and pipe.counters["gain_changes"] == 1
+
+
+def test_input_errors_are_counted_and_raised():
+    pipe = PairPipeline(FakeMatcher(), PipelineConfig(fuse=False))
+    with pytest.raises(InputError):
+        pipe.process(np.zeros((160, 200, 3), np.uint8), np.random.default_rng(0).integers(0, 255, (8, 8)).astype(np.uint8), 0)
+    assert pipe.counters["input_errors"] == 1
+
+
+def test_configure_validates():
+    pipe = PairPipeline(FakeMatcher())
+    pipe.configure(fusion_alpha=0.9, match_rate_hz=1.0)
+    assert pipe.config.fusion_alpha == 0.9
+    for bad in ({"fusion_alpha": 2.0}, {"fusion_mode": "sum"}, {"nonsense": 1}, {"min_inliers": 2}):
+        with pytest.raises(ValueError):
+            pipe.configure(**bad)
+    assert pipe.config.fusion_alpha == 0.9
+
+
+def test_blend_and_latency_stats():
+    H2 = H_TRUE.copy()
+    H2[0, 2] += 10
+    mid = blend_homographies(H_TRUE, H2, 0.5, (80, 64))
+    assert np.allclose(project(mid, [[0, 0]]), project(H_TRUE, [[0, 0]]) + [5, 0], atol=1e-3)
+    s = LatencyStats(window=100)
+    for v in range(1, 201):
+        s.add(v)
+    summ = s.summary()
+    assert summ["n"] == 100 and 149 <= summ["p50"] <= 151 and 194 <= summ["p95"] <= 196
