@@ -93,6 +93,12 @@ class GroundTruth:
         else:
             raise ValueError("ground truth needs either 'H' (3x3) or 'grid' (HxWx2)")
 
+    @classmethod
+    def from_homography(cls, H: np.ndarray, thermal_size) -> "GroundTruth":
+        """Ground truth of a rigid rig: one thermal -> visible H for a (width, height) thermal image."""
+        w, h = thermal_size
+        return cls({"thermal": np.broadcast_to(np.uint8(0), (int(h), int(w))), "H": H})
+
     def __call__(self, thermal_pts: np.ndarray) -> np.ndarray:
         """Visible image of thermal points (NaN where the dense ground truth is undefined)."""
         pts = np.asarray(thermal_pts, np.float64).reshape(-1, 2)

@@ -30,7 +30,8 @@ class PairRecord:
     homography: Optional[np.ndarray]  # published thermal -> visible estimate (None: none yet)
     thermal_size: tuple  # (width, height), for corner probes
     matched: bool = True  # False where the pipeline only re-fused with a held homography
-    error_px: Optional[float] = None  # EVALUATION.md homography error, with ground truth
+    error_px: Optional[float] = None  # EVALUATION.md error of a MAGSAC fit to this pair's matches
+    published_error_px: Optional[float] = None  # same probes, the homography the node published
     notes: List[str] = field(default_factory=list)
 
 
@@ -83,12 +84,15 @@ def build_summary(records: List[PairRecord], pairs_dropped: int, info: Dict,
                   for r, j in zip(records, jitter)],
     }
     if gt_homography is not None:
-        errs = [r.error_px for r in records]
+        # Per pair, aligned with "pairs"; null where the matcher did not run (rig-mode hold) or
+        # where no homography could be fitted (an infinite error, counted as such in the AUC).
+        errs = [r.error_px for r in records if r.matched and r.error_px is not None]
         out["gt_homography"] = np.asarray(gt_homography).tolist()
-        out["homography_error_px"] = [_finite_or_none(e) for e in errs]
+        out["homography_error_px"] = [_finite_or_none(r.error_px) for r in records]
+        out["homography_failures"] = sum(not math.isfinite(e) for e in errs)
+        out["auc_pairs"] = len(errs)
         out["auc"] = {str(t): evaluation.auc(errs, t) for t in evaluation.AUC_THRESHOLDS}
-        finite = [e for e in errs if math.isfinite(e)]
-        out["homography_error_median_px"] = float(np.median(errs)) if errs and len(finite) * 2 > len(errs) else None
+        out["homography_error_median_px"] = _finite_or_none(float(np.median(errs))) if errs else None
     return out
 
 
