@@ -1,0 +1,172 @@
+"""Inference backends behind one call: (visible, thermal) float32 [1,1,H,W] -> numpy arrays.
+
+* ``torch``: eager PyTorch on CPU or CUDA.
+* ``onnxruntime``: the static-shape export run by ONNX Runtime (CUDA provider when present).
+* ``tensorrt``: the static-shape export compiled by torch-tensorrt in FP16; the engine is cached
+  on disk keyed by model hash, TensorRT version and GPU, since a build takes minutes.
+
+Heavy optional imports (onnxruntime, torch_tensorrt) happen only when that backend is chosen.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from .errors import BackendUnavailable
+from .model import DistillMatch, ExportWrapper
+
+Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+ONNX_OPSET = 17
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("DISTILLMATCH_CACHE", Path.home() / ".cache" / "distillmatch_ros"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def model_hash(model: DistillMatch) -> str:
+    """Content hash of weights + config: the cache key of exported graphs and engines."""
+    h = hashlib.sha256(repr(sorted(model.config.items())).encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def export_onnx(model: DistillMatch, path: Path, size_wh: Tuple[int, int]) -> Path:
+    """Export the single-pair static graph (batch 1, fixed W x H, K matches) to ONNX."""
+    w, h = size_wh
+    wrapper = ExportWrapper(model).eval()
+    dummy = (torch.rand(1, 1, h, w), torch.rand(1, 1, h, w))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.inference_mode():
+        torch.onnx.export(wrapper, dummy, str(tmp), input_names=["visible", "thermal"],
+                          output_names=["visible_points", "thermal_points", "scores", "valid"],
+                          opset_version=ONNX_OPSET, dynamo=False)
+    os.replace(tmp, path)
+    return path
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: DistillMatch, device: Optional[str]):
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable(f"device {device!r} requested but CUDA is not available")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, vis: np.ndarray, th: np.ndarray) -> Outputs:
+        with torch.inference_mode():
+            out = ExportWrapper(self.model)(torch.from_numpy(vis).to(self.device),
+                                            torch.from_numpy(th).to(self.device))
+        return tuple(o.cpu().numpy() for o in out)  # type: ignore[return-value]
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable("backend 'onnxruntime' needs the onnxruntime package "
+                                     "(pip install onnxruntime, or onnxruntime-gpu)") from exc
+        available = ort.get_available_providers()
+        if device and device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in available:
+                raise BackendUnavailable(f"onnxruntime has no CUDA provider here (has {available})")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        path = cache_dir() / f"distillmatch-{model_hash(model)}-{size_wh[0]}x{size_wh[1]}-op{ONNX_OPSET}.onnx"
+        if not path.exists():
+            export_onnx(model, path, size_wh)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = torch.get_num_threads()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.onnx_path = path
+
+    def __call__(self, vis: np.ndarray, th: np.ndarray) -> Outputs:
+        out = self.session.run(None, {"visible": vis, "thermal": th})
+        return out[0], out[1], out[2], out[3]
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("backend 'tensorrt' needs a CUDA GPU; none is visible to PyTorch")
+        try:
+            import torch_tensorrt
+            import tensorrt
+        except ImportError as exc:
+            raise BackendUnavailable("backend 'tensorrt' needs torch-tensorrt "
+                                     "(pip install 'distillmatch_ros[tensorrt]')") from exc
+        self.device = torch.device(device or "cuda")
+        w, h = size_wh
+        gpu = torch.cuda.get_device_name(self.device).replace(" ", "_")
+        key = f"{model_hash(model)}-{w}x{h}-trt{tensorrt.__version__}-{gpu}-fp16"
+        path = cache_dir() / f"distillmatch-{key}.ep"
+        inputs = [torch.rand(1, 1, h, w, device=self.device), torch.rand(1, 1, h, w, device=self.device)]
+        if path.exists():
+            self.module = torch.export.load(str(path)).module()
+        else:
+            wrapper = ExportWrapper(model.to(self.device).eval())
+            self.module = torch_tensorrt.compile(wrapper, ir="dynamo", inputs=inputs,
+                                                 enabled_precisions={torch.float16, torch.float32},
+                                                 truncate_double=True)
+            torch_tensorrt.save(self.module, str(path), inputs=inputs)
+        self.engine_path = path
+
+    def __call__(self, vis: np.ndarray, th: np.ndarray) -> Outputs:
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(vis).to(self.device), torch.from_numpy(th).to(self.device))
+        return tuple(o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy()
+                     for o in out)  # type: ignore[return-value]
+
+
+def available_backends() -> list:
+    """Backends usable on this machine, best first."""
+    names = []
+    if torch.cuda.is_available():
+        try:
+            import torch_tensorrt  # noqa: F401
+            names.append("tensorrt")
+        except ImportError:
+            pass
+    try:
+        import onnxruntime  # noqa: F401
+        names.append("onnxruntime")
+    except ImportError:
+        pass
+    names.append("torch")
+    return names
+
+
+def make_backend(name: str, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
+    if name == "auto":
+        if torch.cuda.is_available() and "tensorrt" in available_backends():
+            name = "tensorrt"
+        elif torch.cuda.is_available():
+            name = "torch"
+        else:
+            name = "onnxruntime" if "onnxruntime" in available_backends() else "torch"
+    if name == "torch":
+        return TorchBackend(model, device)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(model, device, size_wh)
+    if name == "tensorrt":
+        return TensorRTBackend(model, device, size_wh)
+    raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")

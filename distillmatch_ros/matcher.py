@@ -1,0 +1,168 @@
+"""The plain-Python matcher API shared by the CLI, the ROS node and the bag evaluator."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .backends import make_backend
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError, InputError
+from .preprocess import check_visible, normalize_thermal
+from .result import MatchResult
+
+DEFAULT_MODEL = "distillmatch_tiny"
+
+# Options changeable at run time (the node exposes them as ROS parameters).
+DEFAULT_OPTIONS: Dict[str, Any] = {
+    "match_threshold": None,    # dual-softmax confidence; None = the checkpoint's own default
+    "ransac_threshold": 3.0,    # MAGSAC inlier threshold, visible pixels
+    "ransac_confidence": 0.999,
+    "ransac_max_iters": 2000,
+    "thermal_low_pct": 1.0,     # robust 16-bit/float thermal normalisation
+    "thermal_high_pct": 99.0,
+    "thermal_clahe": False,
+}
+
+
+def model_search_path() -> list:
+    """Folders searched for named models: env override, source checkout, pip/colcon share dirs."""
+    dirs = []
+    if os.environ.get("DISTILLMATCH_MODEL_DIR"):
+        dirs.append(Path(os.environ["DISTILLMATCH_MODEL_DIR"]))
+    dirs.append(Path(__file__).resolve().parent.parent / "models")          # source checkout / -e
+    dirs.append(Path(sys.prefix) / "share" / "distillmatch_ros" / "models")  # pip install
+    try:  # colcon install: the ament index knows the share directory
+        from ament_index_python.packages import get_package_share_directory
+        dirs.append(Path(get_package_share_directory("distillmatch_ros")) / "models")
+    except Exception:  # noqa: BLE001 - ament_index absent or package not in the index
+        pass
+    return dirs
+
+
+def resolve_model(name: Optional[str] = None) -> Path:
+    """Path of a shipped model by name (default: the tiny preset) or of an explicit file."""
+    name = name or DEFAULT_MODEL
+    if os.sep in name or name.endswith(".pt"):
+        return Path(name)
+    tried = []
+    for d in model_search_path():
+        p = d / f"{name}.pt"
+        tried.append(str(p))
+        if p.exists():
+            return p
+    raise CheckpointError(f"shipped model {name!r} not found; looked in: {', '.join(tried)}")
+
+
+class Matcher:
+    """Finds correspondences between a visible and a thermal image.
+
+    ``Matcher(model_path, backend="auto", device=None, **options)`` loads any checkpoint;
+    :meth:`from_pretrained` loads a shipped one. ``backend`` is ``auto``, ``torch``,
+    ``onnxruntime`` or ``tensorrt``; ``auto`` picks TensorRT on a GPU with torch-tensorrt, else
+    PyTorch on CUDA, else ONNX Runtime on the CPU.
+    """
+
+    def __init__(self, model_path: os.PathLike | str, backend: str = "auto", device: Optional[str] = None,
+                 **options: Any):
+        self.model_path = Path(model_path)
+        model, card = load_checkpoint(self.model_path)
+        self._setup(model, card, backend, device, options)
+
+    @classmethod
+    def from_model(cls, model, backend: str = "torch", device: Optional[str] = None, card=None,
+                   **options: Any) -> "Matcher":
+        """Wrap an in-memory model (training validation runs exactly the inference path)."""
+        self = cls.__new__(cls)
+        self.model_path = None
+        self._setup(model, dict(card or {}), backend, device, options)
+        return self
+
+    def _setup(self, model, card, backend, device, options) -> None:
+        self.model, self.model_card = model.eval(), card
+        cfg = self.model.config
+        self.input_size: Tuple[int, int] = (int(cfg["input_size"][0]), int(cfg["input_size"][1]))
+        self.options = dict(DEFAULT_OPTIONS)
+        self.set_options(**options)
+        # The graph keeps every mutual nearest neighbour (sorted by confidence); the threshold is
+        # applied afterwards so it can change at run time without re-exporting the graph.
+        self.model.match_threshold = 0.0
+        self._backend = make_backend(backend, self.model, device, self.input_size)
+        self.backend: str = self._backend.name
+
+    @classmethod
+    def from_pretrained(cls, name: Optional[str] = None, backend: str = "auto", device: Optional[str] = None,
+                        **options: Any) -> "Matcher":
+        return cls(resolve_model(name), backend=backend, device=device, **options)
+
+    def set_options(self, **options: Any) -> None:
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown matcher options {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
+        self.options.update(options)
+        if self.options["match_threshold"] is None:
+            self.options["match_threshold"] = float(self.model.config["match_threshold"])
+        if not 0.0 <= float(self.options["match_threshold"]) <= 1.0:
+            raise ValueError("match_threshold must be in [0, 1]")
+
+    def prepare(self, visible: np.ndarray, thermal: np.ndarray):
+        """Validate, convert to gray uint8 and resize both images to the working size."""
+        vis = check_visible(visible)
+        th = normalize_thermal(thermal, self.options["thermal_low_pct"], self.options["thermal_high_pct"],
+                               self.options["thermal_clahe"])
+        return vis, th, self._to_tensor(vis), self._to_tensor(th)
+
+    def _to_tensor(self, gray: np.ndarray) -> np.ndarray:
+        w, h = self.input_size
+        if gray.shape[1] != w or gray.shape[0] != h:
+            interp = cv2.INTER_AREA if gray.shape[1] > w else cv2.INTER_LINEAR
+            gray = cv2.resize(gray, (w, h), interpolation=interp)
+        return (gray.astype(np.float32) * (1.0 / 255.0))[None, None]
+
+    def match(self, visible: np.ndarray, thermal: np.ndarray) -> MatchResult:
+        """Match one pair. visible: HxW or HxWx3 uint8 BGR; thermal: HxW uint8/uint16/float32."""
+        t0 = time.perf_counter()
+        vis, th, tv, tt = self.prepare(visible, thermal)
+        t1 = time.perf_counter()
+        pv, pt, scores, valid = self._backend(tv, tt)
+        t2 = time.perf_counter()
+        keep = valid.astype(bool) & (scores >= self.options["match_threshold"]) & (scores > 0)
+        pv = scale_points(pv[keep], self.input_size, vis.shape)
+        pt = scale_points(pt[keep], self.input_size, th.shape)
+        result = MatchResult(pv, pt, scores[keep].astype(np.float32))
+        result.homography, result.inliers = self.estimate_homography(pt, pv)
+        t3 = time.perf_counter()
+        result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
+                             "homography": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+        return result
+
+    def estimate_homography(self, thermal_pts: np.ndarray, visible_pts: np.ndarray):
+        """Robust thermal->visible homography (USAC MAGSAC) and the inlier mask."""
+        n = len(thermal_pts)
+        if n < 4:
+            return None, np.zeros(n, bool)
+        H, mask = cv2.findHomography(thermal_pts.astype(np.float64), visible_pts.astype(np.float64),
+                                     cv2.USAC_MAGSAC, float(self.options["ransac_threshold"]),
+                                     maxIters=int(self.options["ransac_max_iters"]),
+                                     confidence=float(self.options["ransac_confidence"]))
+        if H is None or mask is None or not np.isfinite(H).all():
+            return None, np.zeros(n, bool)
+        return H.astype(np.float64), mask.ravel().astype(bool)
+
+
+def scale_points(pts: np.ndarray, working_wh: Tuple[int, int], image_shape) -> np.ndarray:
+    """Map working-resolution pixel coordinates to an image's own pixels (centres at integers)."""
+    h, w = image_shape[:2]
+    sx, sy = w / working_wh[0], h / working_wh[1]
+    out = np.empty((len(pts), 2), np.float32)
+    out[:, 0] = (pts[:, 0] + 0.5) * sx - 0.5
+    out[:, 1] = (pts[:, 1] + 0.5) * sy - 0.5
+    return out
+
+
+__all__ = ["Matcher", "MatchResult", "InputError", "resolve_model", "scale_points"]

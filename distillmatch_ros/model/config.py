@@ -1,0 +1,61 @@
+"""Architecture presets. A checkpoint stores its full config, so a preset only seeds new models.
+
+``tiny`` targets real time on a Jetson / a few CPU cores; ``base`` is sized like the paper's
+model (LoFTR-class widths). Every key is commented where it is defined.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+TINY: Dict[str, Any] = {
+    "preset": "tiny",
+    "input_size": [320, 256],     # (W, H) the network runs at; exported graphs are fixed to it
+    "pretrained_backbone": True,  # EfficientNet-Lite0 ImageNet weights for the texture CNN
+    "dims": [32, 64, 128],        # texture channels at 1/2, 1/4, 1/8
+    "semantic_dim": 96,           # student encoder width at 1/8
+    "teacher_dim": 384,           # projection head output (teacher width; training only)
+    "modality_dim": 64,           # CEFG category representation size
+    "cefg_layers": 1,             # per-modality transformer blocks after cross-injection
+    "cefg_inject": True,          # add each modality's category to the other's features (ablation: off)
+    "coarse_layers": 4,           # self/cross attention layers (pairs = layers / 2)
+    "heads": 4,
+    "match_threshold": 0.2,       # dual-softmax confidence threshold
+    "max_matches": 1024,          # K: static number of returned matches (validity-masked)
+    "fine_window_4": 5,           # window (cells) searched at 1/4
+    "fine_window_2": 3,           # window (cells) searched at 1/2
+    "temperature": 0.1,           # dual-softmax temperature
+}
+
+BASE: Dict[str, Any] = dict(TINY, **{
+    "preset": "base",
+    "input_size": [640, 512],
+    "dims": [64, 128, 256],
+    "semantic_dim": 192,
+    "modality_dim": 128,
+    "cefg_layers": 2,
+    "coarse_layers": 8,
+    "heads": 8,
+    "max_matches": 2048,
+})
+
+PRESETS = {"tiny": TINY, "base": BASE}
+
+
+def make_config(preset: str = "tiny", **overrides: Any) -> Dict[str, Any]:
+    """A fresh config dict from a preset, with overrides checked against known keys."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = copy.deepcopy(PRESETS[preset])
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+    cfg.update(overrides)
+    return cfg
+
+
+def complete_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Fill keys missing from an older checkpoint's config with its preset's defaults."""
+    base = copy.deepcopy(PRESETS.get(cfg.get("preset", "tiny"), TINY))
+    base.update(cfg)
+    return base

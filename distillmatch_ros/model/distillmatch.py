@@ -1,0 +1,108 @@
+"""The DistillMatch student network: texture CNN + distilled semantic encoder, CEFG, STFA,
+coarse matching, two-level fine matching and sub-pixel refinement (DESIGN.md section 2).
+
+Inputs are gray images in [0, 1], [B,1,H,W], H and W multiples of 8; both images of a pair have
+the same working size (the Matcher resizes each camera's image to it and maps points back).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .attention import sine_position_encoding
+from .cefg import CEFG
+from .coarse import CoarseMatching
+from .config import complete_config
+from .fine import FineLevel, SubpixelRefiner
+from .semantic import SemanticStudent
+from .stfa import STFA
+from .texture import TextureCNN
+
+
+def cell_centres(idx: torch.Tensor, grid_w: int, stride: int = 8) -> torch.Tensor:
+    """Pixel centre [...,2] of flat 1/8 cell indices (row-major over a grid of width grid_w)."""
+    x = torch.remainder(idx, grid_w).to(torch.float32)
+    y = torch.div(idx, grid_w, rounding_mode="floor").to(torch.float32)
+    return torch.stack([x, y], dim=-1) * stride + (stride - 1) / 2.0
+
+
+class DistillMatch(nn.Module):
+    def __init__(self, config: Dict[str, Any]):
+        super().__init__()
+        self.config = cfg = complete_config(config)
+        d2, d4, d8 = cfg["dims"]
+        self.texture = TextureCNN(cfg["dims"], pretrained=cfg["pretrained_backbone"])
+        self.semantic = SemanticStudent(cfg["semantic_dim"], cfg["teacher_dim"])
+        self.cefg = CEFG(d4, cfg["semantic_dim"], d8, cfg["modality_dim"], cfg["cefg_layers"], cfg["heads"],
+                         inject=bool(cfg["cefg_inject"]))
+        self.stfa = STFA(cfg["semantic_dim"], d8, cfg["heads"])
+        self.coarse = CoarseMatching(d8, cfg["coarse_layers"], cfg["heads"], cfg["temperature"])
+        self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4)
+        self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2)
+        self.refine = SubpixelRefiner(d2, cfg["fine_window_2"], 2)
+        self.match_threshold = float(cfg["match_threshold"])
+        self.max_matches = int(cfg["max_matches"])
+
+    def forward(self, visible: torch.Tensor, thermal: torch.Tensor,
+                coarse_pairs: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                with_kd: bool = False) -> Dict[str, torch.Tensor]:
+        """Match a batch of pairs.
+
+        coarse_pairs: (idx_v [B,K], idx_t [B,K]) to refine given coarse matches instead of the
+        predicted ones (training uses ground-truth cells so fine levels learn from the start).
+        Returns visible_points/thermal_points [B,K,2] (working pixels), scores [B,K], valid [B,K],
+        and the intermediate tensors the training losses need.
+        """
+        b, _, h, w = visible.shape
+        size_wh = (w, h)
+        x = torch.cat([visible, thermal], dim=0) * 2.0 - 1.0
+        f2, f4, f8 = self.texture(x)
+        s8 = self.semantic(x)
+        f2v, f2t = f2.chunk(2)
+        f4v, f4t = f4.chunk(2)
+        s8v, s8t = s8.chunk(2)
+        f8v, f8t = f8.chunk(2)
+        t8v, t8t, s8v, s8t, modality_logits = self.cefg(f4v, f4t, s8v, s8t, f8v, f8t)
+        a8v = self.stfa(s8v, t8v)
+        a8t = self.stfa(s8t, t8t)
+        gh, gw = a8v.shape[-2:]
+        pe = sine_position_encoding(a8v.shape[1], gh, gw, device=a8v.device, dtype=a8v.dtype)
+        cv = (a8v + pe).flatten(2).transpose(1, 2)
+        ct = (a8t + pe).flatten(2).transpose(1, 2)
+        cv, ct = self.coarse.transform(cv, ct)
+        conf = self.coarse.confidence(cv, ct)
+        if coarse_pairs is None:
+            idx_v, idx_t, scores, valid = self.coarse.select(conf, self.match_threshold, self.max_matches)
+        else:
+            idx_v, idx_t = coarse_pairs
+            scores = torch.gather(conf.reshape(b, -1), 1, idx_v * conf.shape[2] + idx_t)
+            valid = torch.ones_like(scores, dtype=torch.bool)
+        pv = cell_centres(idx_v, gw)
+        pt0 = cell_centres(idx_t, gw)
+        logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
+        logits2, pt2, _ = self.fine2(f2v, f2t, pv, pt1, size_wh)
+        pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
+        out = {
+            "visible_points": pv_f, "thermal_points": pt_f, "scores": scores, "valid": valid,
+            "conf": conf, "modality_logits": modality_logits, "grid_hw": torch.tensor([gh, gw]),
+            "coarse_visible": pv, "coarse_thermal": pt0, "fine4_logits": logits4, "fine4_thermal": pt1,
+            "fine2_logits": logits2, "fine2_thermal": pt2,
+        }
+        if with_kd:
+            out["student_features"] = self.semantic.project(s8)  # [2B, teacher_dim, h/8, w/8]
+        return out
+
+
+class ExportWrapper(nn.Module):
+    """Single-pair, fixed-size graph for ONNX/TensorRT: (vis, th) [1,1,H,W] -> 4 static tensors."""
+
+    def __init__(self, model: DistillMatch):
+        super().__init__()
+        self.model = model
+
+    def forward(self, visible: torch.Tensor, thermal: torch.Tensor):
+        out = self.model(visible, thermal)
+        return (out["visible_points"][0], out["thermal_points"][0], out["scores"][0],
+                out["valid"][0].to(torch.uint8))
