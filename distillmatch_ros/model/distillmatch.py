@@ -86,7 +86,7 @@ class DistillMatch(nn.Module):
         pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
         out = {
             "visible_points": pv_f, "thermal_points": pt_f, "scores": scores, "valid": valid,
-            "conf": conf, "modality_logits": modality_logits, "grid_hw": torch.tensor([gh, gw]),
+            "conf": conf, "modality_logits": modality_logits,
             "coarse_visible": pv, "coarse_thermal": pt0, "fine4_logits": logits4, "fine4_thermal": pt1,
             "fine2_logits": logits2, "fine2_thermal": pt2,
         }

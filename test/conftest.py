@@ -1,0 +1,48 @@
+"""Shared fixtures: a small random-weight checkpoint, the shipped model, the shared data folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# One thread per test process: the CI machine has 2 cores and some tests start a node beside.
+torch.set_num_threads(1)
+os.environ.setdefault("DISTILLMATCH_CACHE", str(REPO / ".cache" / "test-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny-preset checkpoint with random weights at a small working size (fast on CPU)."""
+    from distillmatch_ros.checkpoint import save_checkpoint
+    from distillmatch_ros.model import build_model
+    torch.manual_seed(0)
+    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=256)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_random.pt"
+    save_checkpoint(path, model, {"name": "tiny_random", "note": "random weights for tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent (it only exists on the development machine)")
+    return SHARED_DATA
+
+
+def shipped_model_path():
+    """The default shipped model, or None when it has not been trained into models/ yet."""
+    p = REPO / "models" / "distillmatch_tiny.pt"
+    return p if p.exists() else None
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    p = shipped_model_path()
+    if p is None:
+        pytest.skip("models/distillmatch_tiny.pt is not shipped yet")
+    return p

@@ -1,0 +1,208 @@
+"""Matcher core: model shapes, input kinds, coordinate mapping, backends, bad input, checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distillmatch_ros.checkpoint import load_checkpoint, save_checkpoint
+from distillmatch_ros.errors import BackendUnavailable, CheckpointError, InputError
+from distillmatch_ros.matcher import Matcher, scale_points
+from distillmatch_ros.model import build_model
+
+
+def _textured(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1)).astype(np.uint8)
+    import cv2
+    return cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def matcher(tiny_checkpoint):
+    return Matcher(tiny_checkpoint, backend="torch", match_threshold=0.0)
+
+
+def test_model_forward_static_shapes():
+    m = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=64).eval()
+    with torch.inference_mode():
+        out = m(torch.rand(1, 1, 128, 160), torch.rand(1, 1, 128, 160))
+    assert out["visible_points"].shape == (1, 64, 2)
+    assert out["thermal_points"].shape == (1, 64, 2)
+    assert out["scores"].shape == (1, 64) and out["valid"].dtype == torch.bool
+    assert out["conf"].shape == (1, 16 * 20, 16 * 20)
+    assert out["modality_logits"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("vis_kind", ["gray", "bgr"])
+@pytest.mark.parametrize("th_kind", ["u8", "u16", "f32"])
+def test_match_input_kinds(matcher, vis_kind, th_kind):
+    vis = _textured(300, 451, 1)
+    if vis_kind == "bgr":
+        vis = np.dstack([vis, vis // 2, 255 - vis])
+    th8 = _textured(240, 320, 2)
+    th = {"u8": th8, "u16": th8.astype(np.uint16) * 40 + 20000,
+          "f32": th8.astype(np.float32) / 10 + 273.0}[th_kind]
+    r = matcher.match(vis, th)
+    n = len(r)
+    assert r.visible_points.shape == (n, 2) and r.visible_points.dtype == np.float32
+    assert r.thermal_points.shape == (n, 2) and r.thermal_points.dtype == np.float32
+    assert r.scores.shape == (n,) and r.inliers.shape == (n,) and r.inliers.dtype == bool
+    assert r.homography is None or (r.homography.shape == (3, 3) and r.homography.dtype == np.float64)
+    # Coordinates are in each input image's own pixels.
+    assert (r.visible_points[:, 0] < 451 + 2).all() and (r.visible_points[:, 1] < 300 + 2).all()
+    assert (r.thermal_points[:, 0] < 320 + 2).all() and (r.thermal_points[:, 1] < 240 + 2).all()
+    assert (r.visible_points > -2).all() and (r.thermal_points > -2).all()
+
+
+def test_scale_points_maps_pixel_centres():
+    # Working pixel centre x maps to the original pixel centre covering the same spot.
+    pts = np.array([[0.0, 0.0], [159.0, 127.0], [79.5, 63.5]], np.float32)
+    out = scale_points(pts, (160, 128), (256, 320))  # original 320x256: exact 2x
+    np.testing.assert_allclose(out, [[0.5, 0.5], [318.5, 254.5], [159.5, 127.5]])
+
+
+class _OracleBackend:
+    """Returns the true correspondences of a known homography at the working resolution."""
+    name = "oracle"
+
+    def __init__(self, H_work):
+        self.H = H_work
+
+    def __call__(self, vis, th):
+        ys, xs = np.mgrid[8:120:8, 8:150:8]
+        pt = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+        ph = np.c_[pt, np.ones(len(pt))] @ self.H.T
+        pv = ph[:, :2] / ph[:, 2:]
+        k = len(pt)
+        return pv.astype(np.float32), pt.astype(np.float32), np.full(k, 0.9, np.float32), np.ones(k, np.uint8)
+
+
+def test_coordinates_map_back_with_known_homography(matcher):
+    """Matcher-independent check of the mapping code: an oracle network that is exact at the
+    working size must give the true homography in the original images' pixels."""
+    vis_wh, th_wh, work = (640, 480), (320, 256), (160, 128)
+    H_true = np.array([[1.9, 0.1, 20.0], [-0.05, 1.8, 10.0], [1e-5, 2e-5, 1.0]])
+
+    def to_work(wh):  # original pixel -> working pixel (centres at integers)
+        sx, sy = work[0] / wh[0], work[1] / wh[1]
+        return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+
+    H_work = to_work(vis_wh) @ H_true @ np.linalg.inv(to_work(th_wh))
+    saved = matcher._backend
+    matcher._backend = _OracleBackend(H_work)
+    try:
+        r = matcher.match(np.zeros((480, 640), np.uint8) + 7, np.zeros((256, 320), np.uint8) + 9)
+    finally:
+        matcher._backend = saved
+    ph = np.c_[r.thermal_points, np.ones(len(r))] @ H_true.T
+    np.testing.assert_allclose(ph[:, :2] / ph[:, 2:], r.visible_points, atol=1e-3)
+    Hn = r.homography / r.homography[2, 2]
+    np.testing.assert_allclose(Hn, H_true, rtol=1e-3, atol=1e-3)
+    assert r.inliers.all()
+
+
+def test_onnxruntime_matches_torch(tiny_checkpoint):
+    pytest.importorskip("onnxruntime")
+    a = Matcher(tiny_checkpoint, backend="torch", match_threshold=0.0)
+    b = Matcher(tiny_checkpoint, backend="onnxruntime", match_threshold=0.0)
+    vis, th = _textured(256, 320, 3), _textured(256, 320, 4)
+    ta, tt = a._to_tensor(vis), a._to_tensor(th)
+    pa, qa, sa, va = a._backend(ta, tt)
+    pb, qb, sb, vb = b._backend(ta, tt)
+    key_a = {(round(float(x), 1), round(float(y), 1)): i for i, (x, y) in enumerate(pa) if va[i]}
+    same, close = 0, 0
+    for i, (x, y) in enumerate(pb):
+        j = key_a.get((round(float(x), 1), round(float(y), 1)))
+        if vb[i] and j is not None:
+            same += 1
+            close += np.abs(qb[i] - qa[j]).max() <= 0.05 and np.abs(pb[i] - pa[j]).max() <= 0.05
+    n = int(va.sum())
+    assert n > 0
+    assert same >= 0.99 * n and close >= 0.99 * n
+
+
+def test_onnx_export_is_static(tiny_checkpoint):
+    onnx = pytest.importorskip("onnx")
+    m = Matcher(tiny_checkpoint, backend="onnxruntime")
+    g = onnx.load(str(m._backend.onnx_path)).graph
+    for v in list(g.input) + list(g.output):
+        dims = v.type.tensor_type.shape.dim
+        assert all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), v.name
+    assert [d.dim_value for d in g.output[0].type.tensor_type.shape.dim] == [256, 2]
+    assert [d.dim_value for d in g.input[0].type.tensor_type.shape.dim] == [1, 1, 128, 160]
+
+
+@pytest.mark.parametrize("vis,th,msg", [
+    (np.zeros((0, 0), np.uint8), np.zeros((64, 64), np.uint8), "too small"),
+    (np.zeros((64, 64), np.uint8), np.zeros((64, 64, 3), np.uint8), "single-channel"),
+    (np.zeros((64, 64), np.uint8), np.full((64, 64), np.nan, np.float32), "NaN"),
+    (np.zeros((64, 64), np.float64), np.zeros((64, 64), np.uint8), "uint8"),
+    (np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.int32), "dtype"),
+    ([[1, 2]], np.zeros((64, 64), np.uint8), "numpy array"),
+])
+def test_bad_inputs_raise_clear_errors(matcher, vis, th, msg):
+    with pytest.raises(InputError, match=msg):
+        matcher.match(vis, th)
+
+
+def test_checkpoint_roundtrip_and_errors(tmp_path, tiny_checkpoint):
+    model, card = load_checkpoint(tiny_checkpoint)
+    assert card["name"] == "tiny_random" and model.config["input_size"] == [160, 128]
+    with pytest.raises(CheckpointError, match="not found"):
+        Matcher(tmp_path / "missing.pt")
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        Matcher(bad)
+    trunc = tmp_path / "truncated.pt"
+    trunc.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        Matcher(trunc)
+    other = tmp_path / "other_format.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="not a DistillMatch checkpoint"):
+        Matcher(other)
+    mism = tmp_path / "mismatch.pt"
+    small = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, dims=[16, 32, 64])
+    save_checkpoint(mism, small)
+    obj = torch.load(mism, weights_only=True)
+    obj["config"]["dims"] = [32, 64, 128]  # config no longer describes the weights
+    torch.save(obj, mism)
+    with pytest.raises(CheckpointError, match="do not match the architecture"):
+        Matcher(mism)
+
+
+def test_backend_selection_errors(tiny_checkpoint):
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="CUDA"):
+            Matcher(tiny_checkpoint, backend="tensorrt")
+        with pytest.raises(BackendUnavailable, match="CUDA"):
+            Matcher(tiny_checkpoint, backend="torch", device="cuda")
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        Matcher(tiny_checkpoint, backend="openvino")
+    assert Matcher(tiny_checkpoint, backend="auto").backend in ("onnxruntime", "torch", "tensorrt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT needs a CUDA GPU; none here")
+def test_tensorrt_matches_torch(tiny_checkpoint):
+    pytest.importorskip("torch_tensorrt", reason="torch-tensorrt not installed (extra 'tensorrt')")
+    a = Matcher(tiny_checkpoint, backend="torch", device="cuda", match_threshold=0.0)
+    b = Matcher(tiny_checkpoint, backend="tensorrt", match_threshold=0.0)
+    vis, th = _textured(256, 320, 3), _textured(256, 320, 4)
+    ra, rb = a.match(vis, th), b.match(vis, th)
+    assert abs(len(ra) - len(rb)) <= max(2, 0.05 * len(ra))
+
+
+def test_runtime_threshold_filters(matcher):
+    vis, th = _textured(128, 160, 5), _textured(128, 160, 6)
+    matcher.set_options(match_threshold=0.0)
+    n0 = len(matcher.match(vis, th))
+    matcher.set_options(match_threshold=1.0)
+    n1 = len(matcher.match(vis, th))
+    matcher.set_options(match_threshold=0.0)
+    assert n1 == 0 and n0 > 0
+    with pytest.raises(ValueError):
+        matcher.set_options(match_threshold=2.0)
+    with pytest.raises(ValueError, match="unknown"):
+        matcher.set_options(bogus=1)
