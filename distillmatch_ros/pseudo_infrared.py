@@ -1,0 +1,150 @@
+"""Visible -> pseudo-infrared translation with the shipped V2I-GAN generator.
+
+Why here (runtime package, not ``training/``): matcher training uses it as augmentation and users
+may call it on their own visible images, so it must load without the training tools.
+
+Usage::
+
+    from distillmatch_ros.pseudo_infrared import PseudoInfrared
+    pir = PseudoInfrared.from_pretrained()          # models/v2i_gan.pt
+    ir = pir(bgr_uint8_hxwx3)                       # -> uint8 HxW pseudo-infrared
+    ir01 = pir.translate_tensor(vis_bgr01)          # [B,3,H,W] 0..1 -> [B,1,H,W] 0..1 (differentiable-free)
+
+The file is a plain dict loaded with ``torch.load(weights_only=True)``:
+``{"format": "distillmatch_ros.v2i_gan", "version": 1, "config": {...}, "state_dict": {...},
+"card": {...}}``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import CheckpointError, InputError
+
+FORMAT = "distillmatch_ros.v2i_gan"
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "models" / "v2i_gan.pt"
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")
+        self.c2 = nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")
+
+    def forward(self, x):
+        return x + self.c2(F.leaky_relu(self.c1(x), 0.2))
+
+
+class TranslationGenerator(nn.Module):
+    """Small U-Net/ResNet image translator (~0.7 M parameters at width 24).
+
+    Why this shape: residual blocks at 1/8 give the context thermal appearance needs (sky is
+    cold, road is warm), additive skips at 1/2 and 1/4 keep edges where they are, and no
+    normalisation layer keeps absolute intensity (instance norm would wash out how hot a
+    region is). Output is a sigmoid in 0..1. Input side lengths must be multiples of 8
+    (``PseudoInfrared`` pads).
+    """
+
+    default_conf = {
+        "in_ch": 3,       # BGR visible for V->I, 1 for I->V
+        "out_ch": 1,      # 1 for pseudo-infrared, 3 for pseudo-visible
+        "width": 24,      # channels at full resolution (x2 at 1/2, x4 at 1/4 and 1/8)
+        "n_res": 4,       # residual blocks at 1/8
+    }
+
+    def __init__(self, **conf):
+        super().__init__()
+        self.conf = {**self.default_conf, **conf}
+        c, ci, co = self.conf["width"], self.conf["in_ch"], self.conf["out_ch"]
+        act = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+        self.stem = nn.Sequential(nn.Conv2d(ci, c, 3, padding=1, padding_mode="reflect"), act())
+        self.d1 = nn.Sequential(nn.Conv2d(c, 2 * c, 3, 2, 1), act())
+        self.d2 = nn.Sequential(nn.Conv2d(2 * c, 4 * c, 3, 2, 1), act())
+        self.d3 = nn.Sequential(nn.Conv2d(4 * c, 4 * c, 3, 2, 1), act())
+        self.res = nn.Sequential(*[_ResBlock(4 * c) for _ in range(self.conf["n_res"])])
+        self.u3 = nn.Conv2d(4 * c, 4 * c, 3, padding=1, padding_mode="reflect")
+        self.u2 = nn.Conv2d(4 * c, 2 * c, 3, padding=1, padding_mode="reflect")
+        self.u1 = nn.Conv2d(2 * c, c, 3, padding=1, padding_mode="reflect")
+        self.head = nn.Conv2d(c, co, 3, padding=1, padding_mode="reflect")
+
+    @staticmethod
+    def _up(x, skip):
+        return F.leaky_relu(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip, 0.2)
+
+    def forward(self, x):
+        s0 = self.stem(x)
+        s1 = self.d1(s0)
+        s2 = self.d2(s1)
+        y = self.res(self.d3(s2))
+        y = self._up(self.u3(y), s2)
+        y = self._up(self.u2(y), s1)
+        y = self._up(self.u1(y), s0)
+        return torch.sigmoid(self.head(y))
+
+
+class PseudoInfrared:
+    """Callable visible (BGR uint8) -> pseudo-infrared (uint8) translator."""
+
+    def __init__(self, generator: TranslationGenerator, card: Optional[dict] = None, device=None):
+        self.device = torch.device(device or "cpu")
+        self.generator = generator.to(self.device).eval()
+        for p in self.generator.parameters():
+            p.requires_grad_(False)
+        self.card = dict(card or {})
+
+    @classmethod
+    def from_pretrained(cls, path=None, device=None) -> "PseudoInfrared":
+        """Load a generator file (default ``models/v2i_gan.pt``); CheckpointError if unusable."""
+        path = Path(path) if path is not None else DEFAULT_PATH
+        if not path.is_file():
+            raise CheckpointError(
+                f"V2I-GAN generator file not found: {path}. Train one with "
+                f"`python -m training.train_v2i_gan` (see docs/TRAINING.md) or pass its path.")
+        try:
+            blob = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated / not a torch file / unsafe pickle
+            raise CheckpointError(f"cannot read V2I-GAN file {path}: {e}") from e
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a V2I-GAN generator file (expected format {FORMAT!r})")
+        gen = TranslationGenerator(**blob.get("config", {}))
+        try:
+            gen.load_state_dict(blob["state_dict"])
+        except Exception as e:
+            raise CheckpointError(f"{path}: weights do not match the generator architecture: {e}") from e
+        return cls(gen, blob.get("card"), device)
+
+    @torch.no_grad()
+    def translate_tensor(self, vis_bgr01: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] BGR in 0..1 (any H, W; gray [B,1,H,W] is replicated) -> [B,1,H,W] in 0..1."""
+        if vis_bgr01.ndim != 4 or vis_bgr01.shape[1] not in (1, 3):
+            raise InputError(f"expected [B,3,H,W] or [B,1,H,W], got {tuple(vis_bgr01.shape)}")
+        x = vis_bgr01.to(self.device, torch.float32)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 8, (-w) % 8
+        if ph or pw:
+            mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        y = self.generator(x)[..., :h, :w]
+        return y.to(vis_bgr01.device)
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        """BGR uint8 HxWx3 (or gray HxW) -> pseudo-infrared uint8 HxW."""
+        if not isinstance(bgr, np.ndarray):
+            raise InputError(f"expected a numpy image, got {type(bgr).__name__}")
+        if bgr.dtype != np.uint8:
+            raise InputError(f"expected a uint8 image, got dtype {bgr.dtype}")
+        if not (bgr.ndim == 2 or (bgr.ndim == 3 and bgr.shape[2] in (1, 3))):
+            raise InputError(f"expected HxWx3 BGR or HxW gray, got shape {bgr.shape}")
+        if bgr.shape[0] < 8 or bgr.shape[1] < 8:
+            raise InputError(f"image too small ({bgr.shape[1]}x{bgr.shape[0]}), need at least 8x8")
+        t = torch.from_numpy(np.ascontiguousarray(bgr)).float().div_(255.0)
+        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+        y = self.translate_tensor(t)[0, 0]
+        return (y.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()

@@ -1,0 +1,1 @@
+"""Training tools (not installed with the runtime package)."""

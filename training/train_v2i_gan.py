@@ -1,0 +1,208 @@
+"""Train the V2I-GAN (visible -> pseudo-infrared) on aligned visible/thermal pairs.
+
+Why a time budget: the same script runs for 45 minutes on one CPU thread or a few minutes on a
+GPU; ``--minutes`` (and/or ``--steps``) sets the schedule, the learning rate decays linearly over
+the second half of it, and runs resume from ``<out>/last.pt`` with the elapsed time restored.
+
+Examples::
+
+    # CPU, background, 1 thread, RoadScene train split + TNO (never the val scenes)
+    nohup python -m training.train_v2i_gan --minutes 50 --threads 1 --out runs/v2i_gan \\
+        --export models/v2i_gan.pt > runs/v2i_gan.log 2>&1 &
+    # GPU
+    python -m training.train_v2i_gan --device cuda --minutes 6 --batch 32 --crop 192
+    # your own rig: any folder with visible/ + thermal/ aligned pairs
+    python -m training.train_v2i_gan --pairs /data/myrig --pairs /data/myrig2 --minutes 60
+    # evaluate a shipped generator on the 20 RoadScene val scenes and draw the figure
+    python -m training.train_v2i_gan --eval-only models/v2i_gan.pt --figure docs/v2i_gan_val.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from training.datasets import PairCropDataset, default_data_root, load_aligned_pairs, split_names
+from training.v2i_gan import GanConfig, V2IGAN, ssim, to_gray
+
+
+def gather_train_pairs(args):
+    """RoadScene train split + TNO by default, or the ``--pairs`` folders (all of each)."""
+    pairs = []
+    if args.pairs:
+        for p in args.pairs:
+            pairs += load_aligned_pairs(p, split_names(p, "train"), args.max_side)
+        return pairs
+    root = Path(args.data_root)
+    if not (root / "roadscene").is_dir():
+        raise SystemExit(f"no training data: {root}/roadscene missing (pass --data-root or --pairs)")
+    pairs += load_aligned_pairs(root / "roadscene", split_names(root / "roadscene", "train"), args.max_side)
+    if (root / "tno").is_dir() and not args.no_tno:
+        pairs += load_aligned_pairs(root / "tno", None, args.max_side)
+    return pairs
+
+
+def baseline_and_model_metrics(translate, val_pairs):
+    """Mean SSIM and L1 (grey levels 0..255) to the real infrared for the model and baselines.
+
+    ``translate(bgr uint8) -> uint8``. Baselines: grayscale visible, inverted grayscale.
+    """
+    rows = {"pseudo_ir": [], "gray": [], "inverted_gray": []}
+    for vis, th in val_pairs:
+        gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
+        cands = {"pseudo_ir": translate(vis), "gray": gray, "inverted_gray": 255 - gray}
+        t = torch.from_numpy(th).float()[None, None] / 255
+        for k, img in cands.items():
+            x = torch.from_numpy(img).float()[None, None] / 255
+            rows[k].append((float(ssim(x, t)), float((x - t).abs().mean() * 255)))
+    return {k: {"ssim": float(np.mean([r[0] for r in v])), "l1": float(np.mean([r[1] for r in v]))}
+            for k, v in rows.items()}
+
+
+def render_figure(translate, val_pairs, path, n=4, width=200):
+    """Rows of [visible | pseudo-infrared | real infrared] for a few val scenes, saved as PNG."""
+    rows = []
+    for vis, th in val_pairs[:n]:
+        pir = translate(vis)
+        s = width / vis.shape[1]
+        size = (width, int(round(vis.shape[0] * s)))
+        tiles = [cv2.resize(vis, size, interpolation=cv2.INTER_AREA)]
+        tiles += [cv2.cvtColor(cv2.resize(g, size, interpolation=cv2.INTER_AREA), cv2.COLOR_GRAY2BGR) for g in (pir, th)]
+        rows.append(np.concatenate(tiles, 1))
+    w = max(r.shape[1] for r in rows)
+    img = np.concatenate([np.pad(r, ((0, 4), (0, w - r.shape[1]), (0, 0))) for r in rows], 0)
+    head = np.full((22, img.shape[1], 3), 255, np.uint8)
+    for i, txt in enumerate(("visible", "pseudo-infrared (V2I-GAN)", "real infrared")):
+        cv2.putText(head, txt, (i * width + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.concatenate([head, img], 0), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
+def val_pairs_default(data_root, max_side=None):
+    root = Path(data_root) / "roadscene"
+    return load_aligned_pairs(root, split_names(root, "val"), max_side)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", default=str(default_data_root()))
+    ap.add_argument("--pairs", action="append", help="aligned pair folder(s) instead of RoadScene+TNO")
+    ap.add_argument("--no-tno", action="store_true")
+    ap.add_argument("--max-side", type=int, default=512)
+    ap.add_argument("--out", default="runs/v2i_gan")
+    ap.add_argument("--export", default=None, help="write the shipped generator file here at each checkpoint")
+    ap.add_argument("--minutes", type=float, default=45.0)
+    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time only)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ckpt-minutes", type=float, default=4.0)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--width", type=int, default=24)
+    ap.add_argument("--n-res", type=int, default=4)
+    ap.add_argument("--eval-only", default=None, help="evaluate this generator file on the val scenes")
+    ap.add_argument("--figure", default=None, help="with --eval-only: write an example figure (PNG)")
+    ap.add_argument("--metrics-json", default=None)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(1)
+    torch.manual_seed(args.seed)
+
+    if args.eval_only:
+        from distillmatch_ros.pseudo_infrared import PseudoInfrared
+        pir = PseudoInfrared.from_pretrained(args.eval_only, device=args.device)
+        val = val_pairs_default(args.data_root)
+        m = baseline_and_model_metrics(pir, val)
+        print(json.dumps(m, indent=1))
+        if args.metrics_json:
+            Path(args.metrics_json).write_text(json.dumps(m, indent=1))
+        if args.figure:
+            render_figure(pir, val, args.figure)
+        return m
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    pairs = gather_train_pairs(args)
+    print(f"training pairs: {len(pairs)}", flush=True)
+    ds = PairCropDataset(pairs, crop=args.crop, scale=(0.35, 0.85), seed=args.seed)
+    cfg = GanConfig(width=args.width, n_res=args.n_res)
+    gan = V2IGAN(cfg).to(dev)
+    step, elapsed = 0, 0.0
+    last = out / "last.pt"
+    if last.is_file():
+        st = torch.load(str(last), map_location=dev, weights_only=True)
+        gan.load_state_dict(st["model"])
+        gan.opt_g.load_state_dict(st["opt_g"])
+        gan.opt_d.load_state_dict(st["opt_d"])
+        step, elapsed = int(st["step"]), float(st["elapsed"])
+        ds.rng = np.random.default_rng(args.seed + step)
+        print(f"resumed from {last} at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    val = val_pairs_default(args.data_root) if (Path(args.data_root) / "roadscene").is_dir() else []
+
+    def save():
+        st = {"model": gan.state_dict(), "opt_g": gan.opt_g.state_dict(), "opt_d": gan.opt_d.state_dict(),
+              "step": step, "elapsed": elapsed}
+        torch.save(st, str(out / "last.pt.tmp"))
+        os.replace(out / "last.pt.tmp", last)
+        if args.export:
+            card = {"name": "v2i_gan", "steps": step, "train_minutes": round(elapsed / 60, 1),
+                    "device": str(dev), "threads": args.threads, "batch": args.batch, "crop": args.crop,
+                    "data": "RoadScene train split (201) + TNO (41)" if not args.pairs else list(args.pairs)}
+            Path(args.export).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(gan.export_generator(card), str(args.export) + ".tmp")
+            os.replace(str(args.export) + ".tmp", args.export)
+        msg = f"checkpoint step {step} ({elapsed / 60:.1f} min)"
+        if val:
+            from distillmatch_ros.pseudo_infrared import PseudoInfrared
+            pir = PseudoInfrared(gan.g_vi, device=dev)
+            m = baseline_and_model_metrics(pir, val[:8])
+            gan.g_vi.train().requires_grad_(True)
+            msg += f" val8 ssim {m['pseudo_ir']['ssim']:.3f} l1 {m['pseudo_ir']['l1']:.1f}"
+        print(msg, flush=True)
+
+    budget = args.minutes * 60
+    t_ck = time.time()
+    acc = {}
+    while True:
+        prog = max(elapsed / budget, step / args.steps if args.steps else 0.0)
+        if prog >= 1.0:
+            break
+        for opt in (gan.opt_g, gan.opt_d):
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, 2.0 * (1.0 - prog))
+        t0 = time.time()
+        batch = [ds[0] for _ in range(args.batch)]
+        vis = torch.stack([b[0] for b in batch]).to(dev, non_blocking=True)
+        th = torch.stack([b[1] for b in batch]).to(dev, non_blocking=True)
+        losses = gan.step(vis, th)
+        step += 1
+        elapsed += time.time() - t0
+        for k, v in losses.items():
+            acc[k] = acc.get(k, 0.0) + v
+        if step % args.log_every == 0:
+            print(f"step {step} {elapsed / 60:.1f}min " + " ".join(f"{k} {v / args.log_every:.4f}" for k, v in acc.items()),
+                  flush=True)
+            acc = {}
+        if time.time() - t_ck > args.ckpt_minutes * 60:
+            save()
+            t_ck = time.time()
+    save()
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
