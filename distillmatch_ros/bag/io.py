@@ -108,9 +108,9 @@ class BagReader:
 class BagWriter:
     """Write messages to a new bag folder in sqlite3 or mcap storage (context manager).
 
-    Message types not in the Kilted typestore (e.g. a custom correspondences message) are
-    registered from their ``.msg`` text with :meth:`register_msg`, and their definition is
-    stored in the bag so that any rosbags reader can decode them without our package.
+    Message types not in the Kilted typestore (e.g. the correspondences message) must be
+    registered in ``self.types`` first; their definition is then stored in the bag, so that
+    any rosbags reader decodes them without our package.
     """
 
     def __init__(self, path: str, storage: str = "sqlite3"):
@@ -122,11 +122,6 @@ class BagWriter:
         self.types = typestore()
         self._writer = Writer(self.path, version=9, storage_plugin=STORAGES[storage])
         self._conns: Dict[str, object] = {}
-
-    def register_msg(self, msgtype: str, msgdef: str) -> None:
-        from rosbags.typesys import get_types_from_msg
-
-        self.types.register(get_types_from_msg(msgdef, msgtype))
 
     def __enter__(self) -> "BagWriter":
         self._writer.open()

@@ -5,9 +5,11 @@ real rig: each camera has its own rate, resolution, encoding (16-bit thermal cou
 and stamps, and the thermal image is rendered through a rig homography, which is then the
 exact thermal -> visible ground truth of every pair in the bag.
 
-Timeline: pair k is "the scene" during [k*P, (k+1)*P), P = the slower camera's period. The
-faster camera publishes at its own rate starting at 0, the slower one half a fast period into
-each scene, so the nearest fast frame always shows the same scene (the synchronizer's choice).
+Timeline: both cameras run at their own constant rates from time 0, the slower one offset by
+0.3 of a fast period (the cameras are not in lockstep). The slower camera shows scene k in its
+k-th frame; each faster-camera frame shows the scene of the slower frame nearest to it, so the
+synchronizer's pairing (nearest stamps) always pairs views of the same scene. The faster camera
+runs one frame past the last slow frame, so that the last pair can be decided.
 """
 from __future__ import annotations
 
@@ -154,12 +156,15 @@ def timeline(n_scenes: int, visible_rate: float, thermal_rate: float) -> List[Tu
     slow = "thermal" if thermal_rate <= visible_rate else "visible"
     fast = "visible" if slow == "thermal" else "thermal"
     frames = []
+    phase = 0.3 / fast_rate
     for k in range(n_scenes):
-        frames.append((int(round((k * period + 0.5 / fast_rate) * 1e9)), slow, k))
+        frames.append((int(round((k * period + phase) * 1e9)), slow, k))
     j = 0
-    while j / fast_rate < n_scenes * period - 1e-9:
+    end = (n_scenes - 1) * period + phase + 1.0 / fast_rate  # one fast frame past the last slow one
+    while j / fast_rate <= end + 1e-9:
         t = j / fast_rate
-        frames.append((int(round(t * 1e9)), fast, min(int(t / period + 1e-9), n_scenes - 1)))
+        k = int(np.clip(np.floor((t - phase) / period + 0.5), 0, n_scenes - 1))  # nearest slow frame
+        frames.append((int(round(t * 1e9)), fast, k))
         j += 1
     frames.sort(key=lambda f: (f[0], f[1]))
     return frames

@@ -110,24 +110,23 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
         try:
             bar = tqdm(total=reader.count([visible_topic, thermal_topic]), desc="bag-eval",
                        unit="msg", disable=not progress)
-            for topic, _, msg in reader.messages([visible_topic, thermal_topic]):
-                bar.update(1)
-                for vmsg, tmsg, sv, st in sync.add(stream_of[topic], msg):
-                    try:
-                        out = pipe.process_messages(vmsg, tmsg)
-                    except InputError as e:
-                        if not skip_bad_pairs:
-                            raise BagError(f"pair at visible stamp {sv} ns could not be processed: {e}") from e
-                        bad_pairs.append(f"{sv}: {e}")
-                        continue
-                    rec = _record(out, st, gt_homography)
-                    records.append(rec)
-                    if writer is not None:
-                        writer.write(out, frame_id=vmsg.header.frame_id, thermal_stamp_ns=st,
-                                     thermal_frame_id=tmsg.header.frame_id)
-                    if len(records) - 1 in show and out.fused is not None:
-                        fused_names.append(_save_example(report_dir, len(records) - 1, out, vmsg, tmsg, rec))
-                    bar.set_postfix(pairs=len(records), inl=rec.inliers)
+            for vmsg, tmsg, sv, st in _synchronized(reader, sync, stream_of, bar):
+                try:
+                    out = pipe.process_messages(vmsg, tmsg)
+                except InputError as e:
+                    if not skip_bad_pairs:
+                        raise BagError(f"pair at visible stamp {sv} ns could not be processed: {e}") from e
+                    bad_pairs.append(f"{sv}: {e}")
+                    continue
+                rec = _record(out, st, gt_homography)
+                records.append(rec)
+                if writer is not None:
+                    writer.write(out, frame_id=vmsg.header.frame_id, thermal_stamp_ns=st,
+                                 thermal_frame_id=tmsg.header.frame_id)
+                if len(records) - 1 in show and out.fused is not None:
+                    fused_names.append(_save_example(report_dir, len(records) - 1, out, vmsg, tmsg, rec,
+                                                  records[0].stamp_ns))
+                bar.set_postfix(pairs=len(records), inl=rec.inliers)
             bar.close()
         finally:
             if writer is not None:
@@ -142,15 +141,25 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
             "pipeline_counters": dict(pipe.counters), "bad_pairs": bad_pairs,
             "out_bag": os.path.abspath(out_bag) if out_bag else None}
     summary = build_summary(records, max(0, lost), info, gt_homography)
-    if gt_homography is not None:
-        pub = [r.published_error_px for r in records]
-        summary["published_error_px"] = [v if math.isfinite(v) else None for v in pub]
-        summary["published_auc"] = {str(t): evaluation.auc(pub, t) for t in evaluation.AUC_THRESHOLDS}
     write_json(summary, report_dir)
     images = write_plots(records, summary, report_dir) if plots else []
     montage = _montage(report_dir, fused_names)
     write_markdown(summary, report_dir, images, ([montage] if montage else []))
     return summary
+
+
+def _synchronized(reader: BagReader, sync, stream_of: Dict[str, str], bar):
+    """Pairs from the node's synchronizer, in bag order.
+
+    At the end of the bag the synchronizer may still hold a pair it would confirm with the next
+    frame; when it offers ``flush()`` (no more frames are coming) that pair is processed too,
+    otherwise it is counted as lost, as it would be on a robot whose camera stopped.
+    """
+    for topic, _, msg in reader.messages(list(stream_of)):
+        bar.update(1)
+        yield from sync.add(stream_of[topic], msg)
+    if hasattr(sync, "flush"):
+        yield from sync.flush()
 
 
 def _record(out, thermal_stamp: int, gt: Optional[np.ndarray]) -> PairRecord:
@@ -169,7 +178,7 @@ def _record(out, thermal_stamp: int, gt: Optional[np.ndarray]) -> PairRecord:
     return rec
 
 
-def _save_example(report_dir: str, index: int, out, vmsg, tmsg, rec: PairRecord) -> str:
+def _save_example(report_dir: str, index: int, out, vmsg, tmsg, rec: PairRecord, t0_ns: int) -> str:
     """Save visible | thermal | fused side by side for one pair (what a reader wants to see)."""
     from ..preprocess import normalize_thermal
 
@@ -180,7 +189,7 @@ def _save_example(report_dir: str, index: int, out, vmsg, tmsg, rec: PairRecord)
     th = cv2.resize(th, (max(1, int(th.shape[1] * h / th.shape[0])), h))
     fused = out.fused if out.fused.shape[0] == h else cv2.resize(out.fused, (vis.shape[1], h))
     panel = np.hstack([vis, th, fused])
-    label = f"pair {index}  t={rec.stamp_ns * 1e-9:.3f}s  matches {rec.matches}  inliers {rec.inliers}"
+    label = f"pair {index}  t={(rec.stamp_ns - t0_ns) * 1e-9:.2f}s  matches {rec.matches}  inliers {rec.inliers}"
     cv2.putText(panel, label, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(panel, label, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
     os.makedirs(os.path.join(report_dir, "fused"), exist_ok=True)
