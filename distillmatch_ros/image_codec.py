@@ -46,11 +46,12 @@ def _data_buffer(data: Any) -> np.ndarray:
             raise InputError(f"image data is not a byte sequence ({type(data).__name__})") from e
 
 
-def image_to_numpy(msg: Any, allowed: Tuple[str, ...] = tuple(ENCODINGS)) -> np.ndarray:
-    """Decode an Image message into a native-endian array owning its memory.
+def check_image(msg: Any, allowed: Tuple[str, ...] = tuple(ENCODINGS)) -> np.ndarray:
+    """Validate an Image message's header against its data without copying pixels.
 
-    Returns HxW for one channel, HxWx3 for bgr8/rgb8 (channel order as in the message).
-    ``allowed`` restricts the encodings accepted (e.g. :data:`THERMAL_ENCODINGS`).
+    Returns the data as a flat uint8 view; raises :class:`InputError` saying what is wrong.
+    Cheap enough to run in a subscription callback, so bad frames are rejected before they
+    take a synchronizer slot.
     """
     encoding = str(getattr(msg, "encoding", ""))
     if encoding not in allowed:
@@ -69,7 +70,19 @@ def image_to_numpy(msg: Any, allowed: Tuple[str, ...] = tuple(ENCODINGS)) -> np.
     if buf.size != step * h:
         raise InputError(f"image data size {buf.size} does not match step*height = {step}*{h} = "
                          f"{step * h} ({w}x{h} {encoding})")
-    rows = buf.reshape(h, step)[:, :row_bytes]
+    return buf
+
+
+def image_to_numpy(msg: Any, allowed: Tuple[str, ...] = tuple(ENCODINGS)) -> np.ndarray:
+    """Decode an Image message into a native-endian array owning its memory.
+
+    Returns HxW for one channel, HxWx3 for bgr8/rgb8 (channel order as in the message).
+    ``allowed`` restricts the encodings accepted (e.g. :data:`THERMAL_ENCODINGS`).
+    """
+    buf = check_image(msg, allowed)
+    dtype, channels = ENCODINGS[msg.encoding]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    rows = buf.reshape(h, step)[:, :w * channels * dtype.itemsize]
     big = bool(getattr(msg, "is_bigendian", False)) and dtype.itemsize > 1
     src_dtype = dtype.newbyteorder(">") if big else dtype.newbyteorder("<")
     # One copy (drops row padding, detaches from the message buffer), then a byte swap if needed.

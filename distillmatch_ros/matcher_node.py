@@ -1,0 +1,388 @@
+"""ROS 2 node: synchronized visible/thermal matching, alignment, fusion and diagnostics.
+
+A thin rclpy layer over the plain-Python pieces (image_codec, sync, pipeline, Matcher), modelled
+on image_pipeline's stereo nodes: parameters declared once (config/matcher.yaml, ranges and
+descriptions from node_params), SensorDataQoS subscriptions, an approximate-time synchronizer.
+
+Threads: subscription callbacks only validate headers and feed the synchronizer; a completed
+pair goes into a one-slot mailbox that a worker thread empties, so inference never blocks the
+executor and the newest pair wins. Every pair is counted: received = processed + dropped
+(+ at most one waiting and one in progress).
+
+Run: ``ros2 run distillmatch_ros matcher_node --ros-args --params-file config/matcher.yaml`` or
+``python -m distillmatch_ros.matcher_node --ros-args ...``. Works with Jazzy and Kilted rclpy.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+from . import node_params as np_
+from .errors import BackendUnavailable, CheckpointError, InputError
+from .image_codec import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_image, fill_image_msg
+from .pipeline import LatencyStats, PairPipeline, PipelineConfig
+from .sync import ApproximateTimeSynchronizer, header_stamp_ns
+
+STREAMS = ("visible", "thermal")
+_ALLOWED = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (model missing, backend unusable, interface package missing)."""
+
+
+def _descriptor(spec: np_.ParamSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.description, read_only=not spec.dynamic)
+    if spec.choices:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.range is not None and isinstance(spec.default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                     to_value=float(spec.range[1]), step=0.0)]
+    elif spec.range is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    return d
+
+
+def _import_correspondences():
+    try:
+        from distillmatch_msgs.msg import Correspondences
+    except ImportError as exc:
+        raise StartupError("the distillmatch_msgs interface package is not installed: run "
+                           "scripts/build_interfaces.sh (pip/venv) or build interfaces/distillmatch_msgs "
+                           f"with colcon ({exc})") from exc
+    return Correspondences
+
+
+class MatcherNode(Node):
+    """Subscribes to two cameras, publishes correspondences, fused image and diagnostics."""
+
+    def __init__(self, node_name: str = "matcher_node", **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        for spec in np_.PARAMS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        p = {name: self.get_parameter(name).value for name in np_.SPECS}
+        for spec in np_.PARAMS:  # choices are not enforced by descriptors
+            problem = np_.check_value(spec, p[spec.name])
+            if problem:
+                raise StartupError(f"bad parameter: {problem}")
+        self._Correspondences = _import_correspondences()
+        self.matcher = self._load_matcher(p)
+        self.pipeline = PairPipeline(self.matcher, PipelineConfig(
+            **{field: p[name] for name, field in np_.PIPELINE_OPTIONS.items()}))
+        self.sync = ApproximateTimeSynchronizer(p["queue_size"], p["slop"], streams=STREAMS)
+        self.sync.register_callback(self._on_pair)
+        self._sync_warn_after = float(p["sync_warn_after"])
+
+        # Counters (guarded by _lock where the worker and callbacks both touch them).
+        self._lock = threading.Condition()
+        self._mailbox: Optional[Tuple[Image, Image]] = None
+        self._busy = False
+        self._stop = False
+        self.pairs = Counter()  # received, processed, failed, dropped_newer
+        self.rejected = [0, 0]  # per stream: messages refused before synchronization
+        self._period_msgs = [0, 0]
+        self._period_pairs = 0
+        self._period_errors: List[str] = []
+        self._last_pair_wall = time.monotonic()
+        self._last_msg_wall = [0.0, 0.0]
+        self._events: Counter = Counter()
+        self._node_latency = LatencyStats()
+        self._age = LatencyStats()
+        self._last_diag = time.monotonic()
+        self._camera_info: Optional[CameraInfo] = None
+
+        reliability = (ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
+                       else ReliabilityPolicy.RELIABLE)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"], reliability=reliability,
+                         durability=qos_profile_sensor_data.durability)
+        self.create_subscription(Image, "visible/image_raw", lambda m: self._on_image(0, m), qos)
+        self.create_subscription(Image, "thermal/image_raw", lambda m: self._on_image(1, m), qos)
+        self._pub_info = None
+        if p["use_camera_info"]:
+            self.create_subscription(CameraInfo, "visible/camera_info", self._on_camera_info, qos)
+            self._pub_info = self.create_publisher(CameraInfo, "fused/camera_info", 5)
+        self._pub_corr = self.create_publisher(self._Correspondences, "correspondences", 10)
+        self._pub_fused = self.create_publisher(Image, "fused/image", 5)
+        self._pub_matches = self.create_publisher(Image, "matches/image", 2)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._work, name="matcher_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"matcher_node ready: backend={self.matcher.backend}, input {self.matcher.input_size}, "
+            f"rig_mode={p['rig_mode']}, slop={p['slop']} s, subscribing to "
+            f"{self.resolve_topic_name('visible/image_raw')} and {self.resolve_topic_name('thermal/image_raw')}")
+
+    # -- start-up -----------------------------------------------------------------------
+    def _load_matcher(self, p: Dict[str, Any]):
+        """Load the model; any problem becomes a StartupError with the reason."""
+        if p["num_threads"] > 0:
+            import torch
+            torch.set_num_threads(int(p["num_threads"]))
+        from .matcher import Matcher
+        options = {k: p[k] for k in np_.MATCHER_OPTIONS}
+        model, backend, device = p["model"], p["backend"], p["device"] or None
+        try:
+            if model and ("/" in model or model.endswith(".pt")):
+                if not Path(model).is_file():
+                    raise StartupError(f"model file not found: {model} (parameter 'model')")
+                return Matcher(model, backend=backend, device=device, **options)
+            return Matcher.from_pretrained(model or None, backend=backend, device=device, **options)
+        except (CheckpointError, BackendUnavailable, ValueError) as exc:
+            raise StartupError(f"cannot load model {model or '(default)'!r} with backend {backend!r}: {exc}") \
+                from exc
+
+    # -- callbacks (executor thread) ----------------------------------------------------
+    def _on_image(self, i: int, msg: Image) -> None:
+        """Validate the header cheaply and hand the message to the synchronizer."""
+        self._period_msgs[i] += 1
+        self._last_msg_wall[i] = time.monotonic()
+        try:
+            check_image(msg, _ALLOWED[i])
+        except InputError as exc:
+            self._report_error(f"{STREAMS[i]} image rejected: {exc}", i)
+            return
+        self.sync.add(i, msg)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_pair(self, visible: Image, thermal: Image) -> None:
+        """Put the pair in the mailbox; a pair still waiting there is dropped (newest wins)."""
+        with self._lock:
+            self.pairs["received"] += 1
+            self._period_pairs += 1
+            self._last_pair_wall = time.monotonic()
+            if self._mailbox is not None:
+                self.pairs["dropped_newer"] += 1
+            self._mailbox = (visible, thermal)
+            self._lock.notify()
+
+    def _report_error(self, text: str, stream: Optional[int] = None) -> None:
+        with self._lock:
+            if stream is not None:
+                self.rejected[stream] += 1
+            self._period_errors.append(text)
+            del self._period_errors[:-20]
+        self.get_logger().warning(text, throttle_duration_sec=1.0)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Validate and apply run-time changes; reject the whole set if one value is bad."""
+        changes = {}
+        for param in params:
+            spec = np_.SPECS.get(param.name)
+            if spec is None:
+                continue  # e.g. use_sim_time: rclpy handles it
+            problem = np_.check_value(spec, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            value = float(param.value) if isinstance(spec.default, float) else param.value
+            changes[param.name] = value
+        try:
+            pipe = {field: changes[n] for n, field in np_.PIPELINE_OPTIONS.items() if n in changes}
+            PipelineConfig(**{**vars(self.pipeline.config), **pipe}).validated()
+            if "thermal_low_pct" in changes or "thermal_high_pct" in changes:
+                lo = changes.get("thermal_low_pct", self.matcher.options["thermal_low_pct"])
+                hi = changes.get("thermal_high_pct", self.matcher.options["thermal_high_pct"])
+                if lo >= hi:
+                    raise ValueError("thermal_low_pct must be below thermal_high_pct")
+            if pipe:
+                self.pipeline.configure(**pipe)
+            opts = {k: changes[k] for k in np_.MATCHER_OPTIONS if k in changes}
+            if opts:
+                self.matcher.set_options(**opts)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if "queue_size" in changes:
+            self.sync.queue_size = changes["queue_size"]
+        if "slop" in changes:
+            self.sync.slop = changes["slop"]
+        if "sync_warn_after" in changes:
+            self._sync_warn_after = changes["sync_warn_after"]
+        if changes:
+            self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+        return SetParametersResult(successful=True)
+
+    # -- worker thread ------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._mailbox is None and not self._stop:
+                    self._lock.wait()
+                if self._stop:
+                    return
+                visible, thermal = self._mailbox
+                self._mailbox = None
+                self._busy = True
+            t0 = time.perf_counter()
+            try:
+                self._process(visible, thermal)
+                ok = True
+            except InputError as exc:
+                self._report_error(f"pair rejected: {exc}")
+                ok = False
+            except Exception as exc:  # noqa: BLE001 - keep running, report it
+                self._report_error(f"processing failed: {type(exc).__name__}: {exc}")
+                ok = False
+            with self._lock:
+                self.pairs["processed"] += 1
+                if not ok:
+                    self.pairs["failed"] += 1
+                self._busy = False
+            if ok:
+                self._node_latency.add((time.perf_counter() - t0) * 1e3)
+
+    def _process(self, visible: Image, thermal: Image) -> None:
+        out = self.pipeline.process_messages(visible, thermal)
+        for e in out.events:
+            self._events[e] += 1
+            if e in ("thermal_constant", "thermal_frozen", "gain_change", "drift_detected", "drift_suspected"):
+                self.get_logger().warning(f"{e} (stamp {out.stamp_ns / 1e9:.3f})", throttle_duration_sec=1.0)
+        header = visible.header
+        from .correspondences import correspondence_fields
+        msg = self._Correspondences()
+        for k, v in correspondence_fields(out, backend=self.matcher.backend).items():
+            setattr(msg, k, v)
+        msg.header = header
+        msg.thermal_stamp = thermal.header.stamp
+        msg.thermal_frame_id = thermal.header.frame_id
+        self._pub_corr.publish(msg)
+        if out.fused is not None:
+            img = fill_image_msg(Image(), out.fused, "bgr8")
+            img.header = header
+            self._pub_fused.publish(img)
+            info = self._camera_info
+            if self._pub_info is not None and info is not None:
+                info.header = header
+                self._pub_info.publish(info)
+        if out.matches_image is not None:
+            img = fill_image_msg(Image(), out.matches_image, "bgr8")
+            img.header = header
+            self._pub_matches.publish(img)
+        age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(visible)
+        if 0 <= age_ns < 60e9:
+            self._age.add(age_ns / 1e6)
+
+    # -- diagnostics --------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        """Publish input rates, sync drops, latency, alignment state (and warnings) on /diagnostics."""
+        now = time.monotonic()
+        dt = max(now - self._last_diag, 1e-6)
+        self._last_diag = now
+        with self._lock:
+            msgs, self._period_msgs = self._period_msgs, [0, 0]
+            npairs, self._period_pairs = self._period_pairs, 0
+            errors, self._period_errors = self._period_errors, []
+            pairs = dict(self.pairs)
+            waiting, busy = int(self._mailbox is not None), int(self._busy)
+        s = self.sync.stats()
+        ps = self.pipeline.stats()
+        lat, mlat, age = self._node_latency.summary(), ps["match_latency_ms"], self._age.summary()
+
+        inp = DiagnosticStatus(name=f"{self.get_name()}: input", hardware_id=self.get_fully_qualified_name())
+        level, text = DiagnosticStatus.OK, "ok"
+        both_live = all(now - t < self._sync_warn_after for t in self._last_msg_wall)
+        if both_live and now - self._last_pair_wall > self._sync_warn_after:
+            v, t = self.sync.newest_stamps_ns()
+            gap = abs(v - t) / 1e9 if v is not None and t is not None else float("nan")
+            level, text = DiagnosticStatus.WARN, (
+                f"streams do not synchronize: no pair for {now - self._last_pair_wall:.1f} s, newest stamps "
+                f"differ by {gap:.3f} s (slop {self.sync.slop:.3f} s)")
+        if errors:
+            level, text = DiagnosticStatus.WARN, f"{len(errors)} bad input(s): {errors[-1]}"
+        inp.level, inp.message = level, text
+        kv = {"visible_rate_hz": msgs[0] / dt, "thermal_rate_hz": msgs[1] / dt, "pair_rate_hz": npairs / dt,
+              "sync_slop_s": self.sync.slop, "sync_queue_size": self.sync.queue_size}
+        for name in STREAMS:
+            st = s[name]
+            kv[f"{name}_received"] = st["received"]
+            kv[f"{name}_queued"] = st["queued"]
+            for reason, n in st["dropped_by_reason"].items():
+                kv[f"{name}_sync_dropped_{reason}"] = n
+        for i, name in enumerate(STREAMS):
+            kv[f"{name}_rejected"] = self.rejected[i]
+        if errors:
+            kv["last_error"] = errors[-1]
+        inp.values = [KeyValue(key=k, value=_fmt(v)) for k, v in kv.items()]
+
+        proc = DiagnosticStatus(name=f"{self.get_name()}: processing", hardware_id=self.get_fully_qualified_name())
+        failing = pairs.get("failed", 0) and errors and any(e.startswith("processing failed") for e in errors)
+        state_warn = ps["thermal_state"] != "ok" or ps["alignment"] == "drift_suspected"
+        proc.level = DiagnosticStatus.ERROR if failing else DiagnosticStatus.WARN if state_warn else DiagnosticStatus.OK
+        proc.message = (f"alignment {ps['alignment']}, thermal {ps['thermal_state']}, "
+                        f"{ps['last_inliers']}/{ps['last_matches']} inliers, latency p50 {lat['p50']:.1f} ms")
+        counters = ps["counters"]
+        kv = {"backend": self.matcher.backend, "alignment_state": ps["alignment"],
+              "thermal_state": ps["thermal_state"], "matches": ps["last_matches"], "inliers": ps["last_inliers"],
+              "held_inliers": ps["held_inliers"], "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"],
+              "match_latency_p50_ms": mlat["p50"], "match_latency_p95_ms": mlat["p95"],
+              "pair_age_p50_ms": age["p50"], "pair_age_p95_ms": age["p95"],
+              "pairs_received": pairs.get("received", 0), "pairs_processed": pairs.get("processed", 0),
+              "pairs_failed": pairs.get("failed", 0), "pairs_dropped": pairs.get("dropped_newer", 0),
+              "pairs_waiting": waiting, "pairs_in_progress": busy,
+              "matched_pairs": counters.get("matched", 0), "realignments": counters.get("realignments", 0),
+              "thermal_constant_frames": counters.get("thermal_constant_frames", 0),
+              "thermal_frozen_frames": counters.get("thermal_frozen_frames", 0),
+              "gain_changes": counters.get("gain_changes", 0), "match_failed": counters.get("match_failed", 0)}
+        proc.values = [KeyValue(key=k, value=_fmt(v)) for k, v in kv.items()]
+
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [inp, proc]
+        self._pub_diag.publish(arr)
+
+    def counts(self) -> Dict[str, int]:
+        """Pair counters (received = processed + dropped + waiting + in progress)."""
+        with self._lock:
+            return dict(self.pairs, waiting=int(self._mailbox is not None), in_progress=int(self._busy))
+
+    def stop(self) -> None:
+        """Stop the worker thread (waits for the pair in progress)."""
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        self._worker.join(timeout=10.0)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Run the node until Ctrl-C / shutdown; exit code 2 when it cannot start."""
+    rclpy.init(args=args)
+    node: Optional[MatcherNode] = None
+    code = 0
+    try:
+        node = MatcherNode()
+        rclpy.spin(node)
+    except StartupError as exc:
+        rclpy.logging.get_logger("matcher_node").fatal(str(exc))
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

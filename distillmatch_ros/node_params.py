@@ -1,0 +1,97 @@
+"""The matcher node's parameters, as data (no rclpy), so the node, config/matcher.yaml, the
+launch file and the tests all check against one table.
+
+``dynamic`` parameters may change while the node runs (through its parameter callback); the
+others are read once at start-up and declared read-only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from .pipeline import FUSION_MODES
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    dynamic: bool = False
+    range: Optional[Tuple[float, float]] = None  # inclusive, for int and float parameters
+    choices: Optional[Tuple[str, ...]] = None  # for string parameters
+
+
+PARAMS: Tuple[ParamSpec, ...] = (
+    # -- model (read at start-up) -----------------------------------------------------
+    ParamSpec("model", "", "Checkpoint file (.pt) or shipped model name; empty = the shipped default model"),
+    ParamSpec("backend", "auto", "Inference backend", choices=("auto", "torch", "onnxruntime", "tensorrt")),
+    ParamSpec("device", "", "Torch device (e.g. cuda:0); empty = the backend's choice"),
+    ParamSpec("num_threads", 0, "CPU threads for inference; 0 = library default", range=(0, 256)),
+    # -- input ------------------------------------------------------------------------
+    ParamSpec("qos_reliability", "best_effort", "Reliability of the image subscriptions "
+              "(best_effort = SensorDataQoS)", choices=("best_effort", "reliable")),
+    ParamSpec("qos_depth", 5, "History depth of the image subscriptions", range=(1, 100)),
+    ParamSpec("use_camera_info", False, "Subscribe to visible/camera_info and republish it with each "
+              "fused image on fused/camera_info"),
+    ParamSpec("queue_size", 10, "Approximate-time sync: messages kept per camera", dynamic=True, range=(1, 100)),
+    ParamSpec("slop", 0.025, "Approximate-time sync: largest stamp difference in a pair [s]", dynamic=True,
+              range=(0.0, 1.0)),
+    ParamSpec("sync_warn_after", 3.0, "Warn when both cameras publish but no pair forms for this long [s]",
+              dynamic=True, range=(0.1, 3600.0)),
+    # -- matcher ----------------------------------------------------------------------
+    ParamSpec("match_threshold", 0.2, "Match confidence threshold", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("ransac_threshold", 3.0, "Homography inlier threshold [visible px]", dynamic=True,
+              range=(0.1, 100.0)),
+    ParamSpec("thermal_low_pct", 1.0, "Thermal normalisation: low percentile", dynamic=True, range=(0.0, 50.0)),
+    ParamSpec("thermal_high_pct", 99.0, "Thermal normalisation: high percentile", dynamic=True,
+              range=(50.0, 100.0)),
+    ParamSpec("thermal_clahe", False, "Thermal normalisation: apply CLAHE", dynamic=True),
+    # -- alignment (pipeline) ---------------------------------------------------------
+    ParamSpec("rig_mode", True, "Hold a filtered homography and re-match at match_rate_hz (rigid rig)",
+              dynamic=True),
+    ParamSpec("match_rate_hz", 2.0, "Re-match rate in rig mode; 0 = every pair", dynamic=True,
+              range=(0.0, 1000.0)),
+    ParamSpec("min_inliers", 12, "Fewest inliers for a trusted homography", dynamic=True, range=(4, 100000)),
+    ParamSpec("drift_threshold_px", 8.0, "Rig mode: a match is explained by the held homography within "
+              "this error [px]", dynamic=True, range=(0.1, 10000.0)),
+    ParamSpec("drift_min_explained", 0.5, "Rig mode: drift when fewer inliers than this fraction are "
+              "explained", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("drift_confirmations", 2, "Rig mode: consecutive drift detections before re-estimating",
+              dynamic=True, range=(1, 100)),
+    ParamSpec("homography_smoothing", 0.3, "Rig mode: weight of a new estimate in the held homography "
+              "(1 = no filtering)", dynamic=True, range=(0.0, 1.0)),
+    # -- outputs ----------------------------------------------------------------------
+    ParamSpec("publish_fused", True, "Publish fused/image", dynamic=True),
+    ParamSpec("fusion_mode", "alpha", "Fusion: alpha (colour-mapped blend) or structure "
+              "(visible detail over thermal base)", dynamic=True, choices=FUSION_MODES),
+    ParamSpec("fusion_alpha", 0.5, "Fusion: thermal weight", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("publish_matches_image", False, "Publish matches/image (a visualisation) on matched pairs",
+              dynamic=True),
+    ParamSpec("diagnostics_period", 1.0, "Period of /diagnostics [s]", range=(0.05, 60.0)),
+)
+
+SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+DEFAULTS: Dict[str, Any] = {p.name: p.default for p in PARAMS}
+MATCHER_OPTIONS = ("match_threshold", "ransac_threshold", "thermal_low_pct", "thermal_high_pct", "thermal_clahe")
+PIPELINE_OPTIONS = {  # node parameter -> PipelineConfig field
+    "rig_mode": "rig_mode", "match_rate_hz": "match_rate_hz", "min_inliers": "min_inliers",
+    "drift_threshold_px": "drift_threshold_px", "drift_min_explained": "drift_min_explained",
+    "drift_confirmations": "drift_confirmations", "homography_smoothing": "homography_smoothing",
+    "publish_fused": "fuse", "fusion_mode": "fusion_mode", "fusion_alpha": "fusion_alpha",
+    "publish_matches_image": "draw_matches",
+}
+
+
+def check_value(spec: ParamSpec, value: Any) -> Optional[str]:
+    """Why ``value`` is not acceptable for ``spec`` (None when it is)."""
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        return f"{spec.name} must be {expected.__name__}, got {type(value).__name__}"
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        return f"{spec.name} must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    return None

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Build the distillmatch_msgs interface package (interfaces/distillmatch_msgs) and install it into
+# the active Python environment's prefix, where rclpy finds it with no extra environment.
+# For a colcon workspace on a robot, build it with colcon instead (see README, "Topics and messages").
+#
+#   scripts/build_interfaces.sh            # build + install (skipped when already up to date)
+#   scripts/build_interfaces.sh --deps     # first pip-install the ROS build tools it needs
+#   scripts/build_interfaces.sh --force    # rebuild even if up to date
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PKG="$ROOT/interfaces/distillmatch_msgs"
+PY="${PYTHON:-python}"
+PREFIX="$("$PY" -c 'import sys; print(sys.prefix)')"
+DISTRO="${ROS_WHEEL_DISTRO:-kilted}"
+BUILD="$ROOT/build/distillmatch_msgs"
+DEPS=0; FORCE=0
+for arg in "$@"; do
+  case "$arg" in
+    --deps) DEPS=1 ;;
+    --force) FORCE=1 ;;
+    *) echo "usage: $0 [--deps] [--force]" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$PREFIX" = "$("$PY" -c 'import sys; print(sys.base_prefix)')" ]; then
+  echo "build_interfaces: activate the virtual environment that holds the ROS wheels first" >&2
+  exit 2
+fi
+
+# The wheels of rosidl_default_generators do not pull in everything a build needs (DESIGN.md 3).
+BUILD_DEPS=(rosidl-default-generators rosidl-core-generators ament-cmake ament-cmake-include-directories
+            ament-cmake-ros-core ament-package)
+if [ "$DEPS" = 1 ]; then
+  "$PY" -m pip install -q "${BUILD_DEPS[@]/#/ros-$DISTRO-}" catkin-pkg
+fi
+if [ ! -d "$PREFIX/share/rosidl_default_generators" ] || [ ! -d "$PREFIX/share/ament_cmake_include_directories" ]; then
+  echo "build_interfaces: ROS build tools missing in $PREFIX; rerun with --deps" >&2
+  exit 2
+fi
+
+# Up to date when the installed definition equals the source one and the module imports.
+STAMP="$PREFIX/share/distillmatch_msgs/msg/Correspondences.msg"
+if [ "$FORCE" = 0 ] && cmp -s "$PKG/msg/Correspondences.msg" "$STAMP" \
+   && (cd / && "$PY" -c 'import distillmatch_msgs.msg' 2>/dev/null); then
+  echo "build_interfaces: distillmatch_msgs is up to date in $PREFIX"
+  exit 0
+fi
+
+mkdir -p "$BUILD"
+export AMENT_PREFIX_PATH="$PREFIX${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+cmake -S "$PKG" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$PREFIX" -DPython3_EXECUTABLE="$(command -v "$PY")" \
+      -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release > "$BUILD.log" 2>&1 \
+  || { tail -40 "$BUILD.log" >&2 || true; echo "build_interfaces: cmake configure failed (log: $BUILD.log)" >&2; exit 1; }
+cmake --build "$BUILD" -j "${BUILD_JOBS:-2}" >> "$BUILD.log" 2>&1 \
+  || { tail -40 "$BUILD.log" >&2 || true; echo "build_interfaces: build failed (log: $BUILD.log)" >&2; exit 1; }
+cmake --install "$BUILD" >> "$BUILD.log" 2>&1 \
+  || { tail -20 "$BUILD.log" >&2 || true; echo "build_interfaces: install failed" >&2; exit 1; }
+(cd / && "$PY" -c 'from distillmatch_msgs.msg import Correspondences') \
+  || { echo "build_interfaces: installed, but distillmatch_msgs does not import" >&2; exit 1; }
+echo "build_interfaces: distillmatch_msgs installed into $PREFIX"

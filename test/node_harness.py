@@ -1,0 +1,240 @@
+"""Helpers for tests that run matcher_node as a real process and talk to it over DDS.
+
+DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a random ROS_DOMAIN_ID per
+test session) and uses the shipped shared-memory profile, as the README tells users to.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = ROOT / "config" / "matcher.yaml"
+SHM_PROFILE = ROOT / "config" / "fastdds_shm.xml"
+
+# One random domain per test session; child processes (benchmarks, soak) inherit it.
+_DOMAIN = int(os.environ.get("DM_TEST_DOMAIN_ID") or random.Random().randint(1, 100))
+os.environ["DM_TEST_DOMAIN_ID"] = str(_DOMAIN)
+
+
+def ros_env() -> Dict[str, str]:
+    """Environment of this test session's DDS world (set in os.environ too, before rclpy.init)."""
+    env = {"ROS_DOMAIN_ID": str(_DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_PYTHON_CHECK_FIELDS": "1", "FASTDDS_DEFAULT_PROFILES_FILE": str(SHM_PROFILE),
+           "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    os.environ.update(env)
+    return env
+
+
+def interfaces_available() -> bool:
+    try:
+        import distillmatch_msgs.msg  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def make_test_checkpoint(path: Path) -> Path:
+    """A random-weight tiny model at a small working size (fast on CI CPUs)."""
+    import torch
+    torch.set_num_threads(1)
+    from distillmatch_ros.checkpoint import save_checkpoint
+    from distillmatch_ros.model import build_model
+    torch.manual_seed(0)
+    model = build_model("tiny", pretrained_backbone=False, input_size=[160, 128], coarse_layers=2)
+    return save_checkpoint(path, model, {"name": "random-test", "note": "random weights, tests only"})
+
+
+class NodeProcess:
+    """``python -m distillmatch_ros.matcher_node --ros-args --params-file ... -r ...`` as a child."""
+
+    def __init__(self, tmp: Path, params: Dict[str, Any], namespace: str = "/dm_test",
+                 remaps: Optional[Dict[str, str]] = None, name: str = "node"):
+        self.tmp, self.namespace = Path(tmp), namespace
+        override = self.tmp / f"{name}_params.yaml"
+        override.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        cmd = [sys.executable, "-m", "distillmatch_ros.matcher_node", "--ros-args",
+               "--params-file", str(PARAMS_FILE), "--params-file", str(override),
+               "-r", f"__ns:={namespace}"]
+        for a, b in (remaps or {}).items():
+            cmd += ["-r", f"{a}:={b}"]
+        self.log_path = self.tmp / f"{name}.log"
+        env = dict(os.environ, **ros_env())
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(self.tmp))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "matcher_node ready" in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"node not ready after {timeout} s:\n{self.log()[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """Ctrl-C (SIGINT) and wait; returns the exit code (kills it if it hangs)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self._log.close()
+                raise AssertionError(f"node did not stop on SIGINT within {timeout} s")
+        self._log.close()
+        return self.proc.returncode
+
+
+class Tester:
+    """The test's own ROS node: publishes camera pairs, records what the matcher node publishes."""
+
+    def __init__(self, namespace: str = "/dm_test", reliable: bool = True):
+        ros_env()
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+        from distillmatch_msgs.msg import Correspondences
+        self.ctx = rclpy.context.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node(f"tester_{os.getpid()}", namespace=namespace, context=self.ctx)
+        rel = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        qos = QoSProfile(depth=50, reliability=rel)
+        self.pub_vis = self.node.create_publisher(Image, "visible/image_raw", qos)
+        self.pub_th = self.node.create_publisher(Image, "thermal/image_raw", qos)
+        self.pub_info = self.node.create_publisher(CameraInfo, "visible/camera_info", qos)
+        self.lock = threading.Lock()
+        self.got: Dict[str, List[Any]] = {"corr": [], "fused": [], "diag": [], "info": [], "matches": []}
+        deep = QoSProfile(depth=1000)
+        self.node.create_subscription(Correspondences, "correspondences", lambda m: self._keep("corr", m), deep)
+        self.node.create_subscription(Image, "fused/image", lambda m: self._keep("fused", m), deep)
+        self.node.create_subscription(Image, "matches/image", lambda m: self._keep("matches", m), deep)
+        self.node.create_subscription(CameraInfo, "fused/camera_info", lambda m: self._keep("info", m), deep)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self._keep("diag", m), deep)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            while self.ctx.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except Exception:  # noqa: BLE001 - context shut down during spin
+            pass
+
+    def _keep(self, key: str, msg: Any) -> None:
+        with self.lock:
+            self.got[key].append(msg)
+
+    def take(self, key: str) -> List[Any]:
+        with self.lock:
+            out, self.got[key] = self.got[key], []
+            return out
+
+    def peek(self, key: str) -> List[Any]:
+        with self.lock:
+            return list(self.got[key])
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        self.wait_for(lambda: self.pub_vis.get_subscription_count() > 0 and
+                      self.pub_th.get_subscription_count() > 0, timeout, "node subscriptions")
+
+    def image(self, img: np.ndarray, encoding: str, stamp_ns: int, frame: str, **override: Any):
+        from sensor_msgs.msg import Image
+        from distillmatch_ros.image_codec import fill_image_msg
+        msg = fill_image_msg(Image(), img, encoding)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        msg.header.frame_id = frame
+        for k, v in override.items():
+            setattr(msg, k, v)
+        return msg
+
+    def publish_pair(self, vis: np.ndarray, th: np.ndarray, stamp_ns: int, th_stamp_ns: Optional[int] = None,
+                     vis_enc: str = "bgr8", th_enc: str = "mono16") -> None:
+        self.pub_vis.publish(self.image(vis, vis_enc, stamp_ns, "visible_optical"))
+        self.pub_th.publish(self.image(th, th_enc, stamp_ns if th_stamp_ns is None else th_stamp_ns,
+                                       "thermal_optical"))
+
+    def diag_values(self, min_stamp_ns: int = 0) -> Optional[Dict[str, Any]]:
+        """Key/values and levels of the newest /diagnostics message from the matcher node."""
+        for arr in reversed(self.peek("diag")):
+            stamp = arr.header.stamp.sec * 1_000_000_000 + arr.header.stamp.nanosec
+            if stamp < min_stamp_ns:
+                break
+            out: Dict[str, Any] = {}
+            for st in arr.status:
+                if "matcher_node" not in st.name:
+                    continue
+                kind = st.name.split(": ")[-1]
+                out[f"{kind}.level"] = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
+                out[f"{kind}.message"] = st.message
+                out.update({kv.key: kv.value for kv in st.values})
+            if out:
+                return out
+        return None
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+        self._thread.join(timeout=5.0)
+
+
+def textured_pair(k: int, vis_size=(320, 256), th_size=(160, 128), H=None, seed: int = 0):
+    """A visible image (bgr8) and a thermal image (mono16) that is its warp by H^-1 (+ noise).
+
+    H maps thermal to visible pixels; default: a scale with a small shift.
+    """
+    import cv2
+    rng = np.random.default_rng(seed * 1000 + k)
+    vw, vh = vis_size
+    tw, th = th_size
+    base = cv2.GaussianBlur(rng.random((vh, vw)).astype(np.float32), (0, 0), 3)
+    base = cv2.normalize(base, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    vis = cv2.merge([base, base, base])
+    if H is None:
+        H = np.array([[vw / tw, 0, 3.0], [0, vh / th, 2.0], [0, 0, 1.0]])
+    thermal8 = cv2.warpPerspective(base, np.linalg.inv(H), (tw, th), flags=cv2.INTER_LINEAR)
+    thermal = (thermal8.astype(np.uint16) * 40 + 3000 + rng.integers(0, 20, (th, tw))).astype(np.uint16)
+    return vis, thermal, H
