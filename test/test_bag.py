@@ -306,3 +306,23 @@ def test_demo_end_to_end(tmp_path, tiny_matcher, monkeypatch):
     assert load_gt_homography(str(d / "gt_homography.json")).shape == (3, 3)
     with BagReader(str(d / "output_bag")) as r:
         assert r.topics()["/distillmatch/fused"][1] == s["pairs_evaluated"]
+
+
+def test_cli_make_bag_then_bag_eval(tmp_path, pairs, tiny_matcher, capsys):
+    for sub in ("visible", "thermal"):
+        (tmp_path / "pairs" / sub).mkdir(parents=True)
+    for p in pairs[:2]:
+        cv2.imwrite(str(tmp_path / "pairs" / "visible" / f"{p.name}.png"), p.visible)
+        cv2.imwrite(str(tmp_path / "pairs" / "thermal" / f"{p.name}.png"), p.thermal)
+    bag = str(tmp_path / "rec")
+    assert cli.main(["make-bag", bag, "--pairs-dir", str(tmp_path / "pairs"), "--storage", "mcap",
+                     "--thermal-encoding", "32FC1", "--thermal-size", "160x128"]) == 0
+    gt = tmp_path / "rec.gt_homography.json"
+    assert load_gt_homography(str(gt)).shape == (3, 3)
+    rc = cli.main(["bag-eval", bag, "--gt-homography", str(gt), "--report", str(tmp_path / "r"),
+                   "--model", str(tiny_matcher.model_path), "--backend", "torch", "--rig-mode", "off",
+                   "--no-progress", "--out-bag", str(tmp_path / "out")])
+    assert rc == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert s["pairs_evaluated"] >= 1 and s["info"]["rig_mode"] is False and "auc" in s
+    assert "AUC@3/5/10" in capsys.readouterr().out

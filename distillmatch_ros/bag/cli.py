@@ -7,10 +7,8 @@ ground truth, model) print one ``error:`` line and exit with status 2, no traceb
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from typing import List, Optional
 
 from ..errors import DistillMatchError

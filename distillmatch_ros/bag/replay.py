@@ -19,7 +19,6 @@ both in thermal pixels on the thermal image corners (EVALUATION.md):
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -31,7 +30,7 @@ from ..errors import InputError
 from ..image_codec import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, thermal_to_numpy, visible_to_numpy
 from ..pipeline import PairPipeline, PipelineConfig
 from ..sync import ApproximateTimeSynchronizer
-from .io import BagError, BagReader, stamp_ns
+from .io import BagError, BagReader
 from .report import PairRecord, build_summary, write_json, write_markdown, write_plots
 
 
