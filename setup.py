@@ -33,6 +33,7 @@ setup(
         "rosbags>=0.10",
         "matplotlib",
         "tqdm",
+        "scikit-image",  # bundled sample photos for `distillmatch demo`
     ],
     extras_require={
         "ros": ROS_KILTED,

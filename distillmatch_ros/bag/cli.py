@@ -104,7 +104,11 @@ def _pipeline_config(args):
 def cmd_bag_eval(args) -> int:
     from .replay import bag_eval, load_gt_homography
 
+    from .io import BagReader
+
     gt = load_gt_homography(args.gt_homography) if args.gt_homography else None
+    with BagReader(args.bag) as reader:  # cheap checks before the model loads
+        reader.require_image_topics([args.visible_topic, args.thermal_topic])
     matcher, name = _matcher(args)
     s = bag_eval(args.bag, matcher, args.visible_topic, args.thermal_topic, args.report, gt_homography=gt,
                  out_bag=args.out_bag, out_storage=args.out_storage, config=_pipeline_config(args),
