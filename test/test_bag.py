@@ -211,10 +211,10 @@ def test_out_bag_round_trip(tmp_path, pairs):
     with AnyReader([Path(out_bag)], default_typestore=get_typestore(Stores.ROS2_KILTED)) as r:
         topics = {c.topic: c.msgtype for c in r.connections}
         assert topics == {"/distillmatch/correspondences": "distillmatch_msgs/msg/Correspondences",
-                          "/distillmatch/fused": "sensor_msgs/msg/Image"}
+                          "/distillmatch/fused/image": "sensor_msgs/msg/Image"}
         got = [(c.topic, t, r.deserialize(raw, c.msgtype)) for c, t, raw in r.messages()]
     corr = [m for topic, _, m in got if topic == "/distillmatch/correspondences"]
-    fused = [m for topic, _, m in got if topic == "/distillmatch/fused"]
+    fused = [m for topic, _, m in got if topic == "/distillmatch/fused/image"]
     assert len(corr) == len(fused) == s["pairs_evaluated"] == 4
     for m, row in zip(corr, s["pairs"]):
         assert m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == row["stamp_ns"]
@@ -305,7 +305,7 @@ def test_demo_end_to_end(tmp_path, tiny_matcher, monkeypatch):
     assert json.loads((d / "report" / "report.json").read_text())["info"]["demo"]["thermal_source"]
     assert load_gt_homography(str(d / "gt_homography.json")).shape == (3, 3)
     with BagReader(str(d / "output_bag")) as r:
-        assert r.topics()["/distillmatch/fused"][1] == s["pairs_evaluated"]
+        assert r.topics()["/distillmatch/fused/image"][1] == s["pairs_evaluated"]
 
 
 def test_cli_make_bag_then_bag_eval(tmp_path, pairs, tiny_matcher, capsys):

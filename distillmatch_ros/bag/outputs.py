@@ -6,7 +6,7 @@ Topics (stamped with the visible image's stamp, like the node's outputs):
   homography used for fusion, alignment and thermal states), filled by the node's own
   :mod:`distillmatch_ros.correspondences`. The type's definition is stored in the bag, so
   readers need neither our interface package nor ROS.
-* ``/distillmatch/fused``: ``sensor_msgs/msg/Image`` bgr8, the fused frame.
+* ``/distillmatch/fused/image``: ``sensor_msgs/msg/Image`` bgr8, the fused frame.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .io import IMAGE_TYPE, BagError, BagWriter
 
 CORRESPONDENCES_TYPE = correspondences.MSG_TYPE
 CORRESPONDENCES_TOPIC = "/distillmatch/correspondences"
-FUSED_TOPIC = "/distillmatch/fused"
+FUSED_TOPIC = "/distillmatch/fused/image"  # the node's relative names in a /distillmatch namespace
 
 
 class OutputBag:
