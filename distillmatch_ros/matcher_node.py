@@ -80,6 +80,7 @@ class MatcherNode(Node):
                 raise StartupError(f"bad parameter: {problem}")
         self._Correspondences = _import_correspondences()
         self.matcher = self._load_matcher(p)
+        self._warm_up()
         self.pipeline = PairPipeline(self.matcher, PipelineConfig(
             **{field: p[name] for name, field in np_.PIPELINE_OPTIONS.items()}))
         self.sync = ApproximateTimeSynchronizer(p["queue_size"], p["slop"], streams=STREAMS)
@@ -146,6 +147,16 @@ class MatcherNode(Node):
         except (CheckpointError, BackendUnavailable, ValueError) as exc:
             raise StartupError(f"cannot load model {model or '(default)'!r} with backend {backend!r}: {exc}") \
                 from exc
+
+    def _warm_up(self) -> None:
+        """Run the network twice before subscribing: first calls allocate and are several times
+        slower, which would otherwise cost the first camera pairs."""
+        import numpy as np
+        w, h = self.matcher.input_size
+        rng = np.random.default_rng(0)
+        for _ in range(2):
+            self.matcher.match(rng.integers(0, 255, (h, w), dtype=np.uint8),
+                               rng.integers(0, 255, (h, w), dtype=np.uint8))
 
     # -- callbacks (executor thread) ----------------------------------------------------
     def _on_image(self, i: int, msg: Image) -> None:

@@ -113,6 +113,8 @@ class NodeProcess:
 
 
 class Tester:
+    __test__ = False  # not a test class
+
     """The test's own ROS node: publishes camera pairs, records what the matcher node publishes."""
 
     def __init__(self, namespace: str = "/dm_test", reliable: bool = True):
@@ -173,13 +175,17 @@ class Tester:
         raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
 
     def wait_connected(self, timeout: float = 30.0) -> None:
+        ns = self.node.get_namespace().rstrip("/")
         self.wait_for(lambda: self.pub_vis.get_subscription_count() > 0 and
-                      self.pub_th.get_subscription_count() > 0, timeout, "node subscriptions")
+                      self.pub_th.get_subscription_count() > 0 and
+                      self.node.count_publishers(f"{ns}/correspondences") > 0 and
+                      self.node.count_publishers(f"{ns}/fused/image") > 0, timeout, "node subscriptions")
+        time.sleep(1.0)  # graph discovery precedes the endpoints' matching by a little
 
-    def image(self, img: np.ndarray, encoding: str, stamp_ns: int, frame: str, **override: Any):
+    def image(self, img: np.ndarray, enc: str, stamp_ns: int, frame: str, **override: Any):
         from sensor_msgs.msg import Image
         from distillmatch_ros.image_codec import fill_image_msg
-        msg = fill_image_msg(Image(), img, encoding)
+        msg = fill_image_msg(Image(), img, enc)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
         msg.header.frame_id = frame
         for k, v in override.items():
