@@ -337,3 +337,25 @@ def test_missing_model_fails_fast(tmp_path):
         proc.stop()
     assert code == 2
     assert "model file not found" in proc.log() and str(tmp_path / "nope.pt") in proc.log()
+
+
+def test_declared_parameters_match_table(node, tester):
+    """The running node declares exactly the table's parameters, with its ranges and read-only flags."""
+    from rcl_interfaces.srv import DescribeParameters, ListParameters
+    from distillmatch_ros import node_params
+    lst = tester.node.create_client(ListParameters, f"{NS}/matcher_node/list_parameters")
+    desc = tester.node.create_client(DescribeParameters, f"{NS}/matcher_node/describe_parameters")
+    assert lst.wait_for_service(timeout_sec=10) and desc.wait_for_service(timeout_sec=10)
+    fut = lst.call_async(ListParameters.Request())
+    tester.wait_for(fut.done, 10, "list_parameters")
+    names = set(fut.result().result.names) - {"use_sim_time", "start_type_description_service"}
+    assert names == set(node_params.SPECS)
+    fut = desc.call_async(DescribeParameters.Request(names=sorted(names)))
+    tester.wait_for(fut.done, 10, "describe_parameters")
+    for d in fut.result().descriptors:
+        spec = node_params.SPECS[d.name]
+        assert d.read_only == (not spec.dynamic), d.name
+        assert d.description == spec.description
+        if spec.range is not None:
+            r = (d.floating_point_range or d.integer_range)[0]
+            assert (r.from_value, r.to_value) == spec.range, d.name
