@@ -100,10 +100,3 @@ def fine_losses(out: Dict[str, torch.Tensor], H_t2v: torch.Tensor, mask: torch.T
     with torch.no_grad():
         px = (err.norm(dim=-1) * m).sum() / m.sum().clamp(min=1)
     return {"fine4": loss4, "fine2": loss2, "subpixel": sub, "fine_err_px": px}
-
-
-def modality_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the CEFG head: first half of the batch visible (0), second infrared (1)."""
-    b = logits.shape[0] // 2
-    labels = torch.cat([torch.zeros(b), torch.ones(b)]).long().to(logits.device)
-    return F.cross_entropy(logits, labels)

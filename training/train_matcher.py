@@ -28,8 +28,8 @@ import yaml
 
 from distillmatch_ros.checkpoint import save_checkpoint
 from distillmatch_ros.model import build_model
-from training.losses_match import (coarse_ground_truth, fine_losses, focal_coarse_loss, modality_loss,
-                                   sample_gt_pairs)
+from training.losses_kd import KDLoss, modality_ce
+from training.losses_match import coarse_ground_truth, fine_losses, focal_coarse_loss, sample_gt_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,9 +85,8 @@ class PairSource:
         self.vis, self.th = pairs_to_tensors(pairs, hw=tuple(cfg["data"]["base_hw"]), device=device)
         self.n = self.vis.shape[0]
         self.out_hw = tuple(out_hw)
-        self.gen = torch.Generator(device=device)
-        self.gen.manual_seed(seed)
-        self.cpu_gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)           # augmentation draws
+        self.cpu_gen = torch.Generator().manual_seed(seed + 7)   # which pairs form a batch
         self.p_pseudo_ir = float(cfg["data"]["p_pseudo_ir"]) if use_pseudo_ir else 0.0
         self.pseudo_ir = None
         if self.p_pseudo_ir > 0:
@@ -141,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--device", default=None)
     ap.add_argument("--max-minutes", type=float, default=None, help="time budget; the LR schedule follows it")
+    ap.add_argument("--time-cap-minutes", type=float, default=None,
+                    help="stop a step-scheduled run after this long (the schedule still follows steps)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ablation", choices=["full", "no_kd", "no_v2i", "no_cefg"], default="full")
@@ -179,19 +180,21 @@ def main(argv=None) -> int:
     preset = model_cfg.pop("preset", "tiny")
     model = build_model(preset, **model_cfg).to(device)
     out_hw = (model.config["input_size"][1], model.config["input_size"][0])
+    log(f"model {preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, ImageNet "
+        f"backbone {'loaded' if model.texture.pretrained_loaded else 'NOT loaded (random init)'}, device {device}")
     data_root = Path(args.data_root)
     source = PairSource(cfg, data_root, device, seed + 1000 * rank, out_hw,
                         use_pseudo_ir=cfg["data"]["p_pseudo_ir"] > 0)
 
+    w = cfg["loss"]
     teacher, kd_fn = None, None
     if cfg["loss"]["kd"] > 0:
-        from training.losses_kd import kd_loss
-        from training.teachers import build_teacher
-        teacher = build_teacher(cfg["teacher"]["name"], path=cfg["teacher"].get("path")).to(device).eval()
+        from training.teachers import load_teacher
+        teacher = load_teacher(cfg["teacher"]["name"], path=cfg["teacher"].get("path")).to(device).eval()
         if teacher.channels != model.config["teacher_dim"]:
             raise SystemExit(f"teacher {cfg['teacher']['name']} has {teacher.channels} channels but "
                              f"model.teacher_dim is {model.config['teacher_dim']}")
-        kd_fn = kd_loss
+        kd_fn = KDLoss(a=w["kd_mse"], b=w["kd_gram"], c=w["kd_kl"])
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"])
     step, elapsed_before, best = 0, 0.0, -1.0
@@ -201,8 +204,7 @@ def main(argv=None) -> int:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed_before, best = int(state["step"]), float(state["elapsed"]), float(state["best"])
-        source.gen.set_state(state["gen_state"].to(source.gen.device) if device.type != "cuda"
-                             else state["gen_state"].cpu())
+        source.gen.set_state(state["gen_state"].cpu())
         source.cpu_gen.set_state(state["cpu_gen_state"])
         log(f"resumed from {last_path} at step {step}")
     ddp_model = model
@@ -222,7 +224,6 @@ def main(argv=None) -> int:
     budget_s = args.max_minutes * 60 if args.max_minutes else None
     amp = device.type == "cuda"
     bs = int(cfg["train"]["batch_size"])
-    w = cfg["loss"]
     t_start = time.time()
     last_ckpt = time.time()
 
@@ -266,14 +267,17 @@ def main(argv=None) -> int:
         progress = elapsed / budget_s if budget_s else step / total_steps
         if progress >= 1.0:
             break
+        if args.time_cap_minutes and elapsed > args.time_cap_minutes * 60:
+            log(f"time cap reached at step {step} of {total_steps}")
+            break
         lr = lr_at(progress, step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
         batch = source.batch(bs)
+        # Ground truth in float32, outside autocast: bf16 coordinates would be off by ~1 px.
+        gt = coarse_ground_truth(batch["H_t2v"].float(), out_hw[0] // 8, out_hw[1] // 8)
+        idx_v, idx_t, mask = sample_gt_pairs(gt, int(cfg["train"]["fine_pairs"]))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            gh, gw = out_hw[0] // 8, out_hw[1] // 8
-            gt = coarse_ground_truth(batch["H_t2v"].float(), gh, gw)
-            idx_v, idx_t, mask = sample_gt_pairs(gt, int(cfg["train"]["fine_pairs"]))
             out = ddp_model(batch["visible"], batch["thermal"], coarse_pairs=(idx_v, idx_t),
                             with_kd=kd_fn is not None)
         losses = {"coarse": focal_coarse_loss(out["conf"].float(), gt)}
@@ -283,20 +287,20 @@ def main(argv=None) -> int:
         fine_err = fl.pop("fine_err_px")
         losses.update(fl)
         if w["modality"] > 0:
-            losses["modality"] = modality_loss(out["modality_logits"].float())
+            logits_v, logits_t = out["modality_logits"].float().chunk(2)
+            losses["modality"] = modality_ce(logits_v, logits_t, batch["is_pseudo_ir"])
         if kd_fn is not None:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 imgs = torch.cat([batch["visible"], batch["thermal"]], dim=0)  # same order as the student
                 t_feat = teacher(imgs).float()
-            losses["kd"] = kd_fn(out["student_features"].float(), t_feat, mse=w["kd_mse"], gram=w["kd_gram"],
-                                 kl=w["kd_kl"])
+            losses["kd"], _ = kd_fn(out["student_features"].float(), t_feat)
         total = sum(w[k] * v for k, v in losses.items())
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["train"]["grad_clip"])
         opt.step()
         step += 1
-        if bar:
+        if bar is not None:
             bar.update(1)
         if rank == 0 and step % 25 == 0:
             msg = " ".join(f"{k}={v.item():.4f}" for k, v in losses.items())
@@ -313,7 +317,7 @@ def main(argv=None) -> int:
         if time.time() - last_ckpt > cfg["train"]["ckpt_minutes"] * 60:
             save_state()
             last_ckpt = time.time()
-    if bar:
+    if bar is not None:
         bar.close()
     run_validation()
     save_state()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .texture import conv_bn_relu
+from .texture import conv_bn_relu, sep_conv_bn_relu
 
 
 class DWBlock(nn.Module):
@@ -33,8 +33,8 @@ class SemanticStudent(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(
             conv_bn_relu(1, 24, 3, 2),           # 1/2
-            conv_bn_relu(24, 48, 3, 2),          # 1/4
-            conv_bn_relu(48, dim, 3, 2),         # 1/8
+            sep_conv_bn_relu(24, 48, 2),         # 1/4
+            sep_conv_bn_relu(48, dim, 2),        # 1/8
         )
         self.blocks = nn.Sequential(*[DWBlock(dim, d) for d in (1, 2, 4, 8, 1)])
         # Used only in training: student features -> teacher feature space.

@@ -21,6 +21,14 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequent
                          nn.ReLU(inplace=True))
 
 
+def sep_conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """Depthwise 3x3 + pointwise 1x1: a 3x3 conv's reach at about 1/9 of its cost (full-resolution
+    3x3 convs were most of the network's CPU time at 640x512)."""
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                         nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
 class TextureCNN(nn.Module):
     def __init__(self, dims: Sequence[int], pretrained: bool = True):
         super().__init__()
@@ -33,9 +41,9 @@ class TextureCNN(nn.Module):
         self.lat2 = nn.Conv2d(c2, d2, 1)
         self.top8_4 = nn.Conv2d(d8, d4, 1)
         self.top4_2 = nn.Conv2d(d4, d2, 1)
-        self.out8 = conv_bn_relu(d8, d8)
-        self.out4 = conv_bn_relu(d4, d4)
-        self.out2 = conv_bn_relu(d2, d2)
+        self.out8 = sep_conv_bn_relu(d8, d8)
+        self.out4 = sep_conv_bn_relu(d4, d4)
+        self.out2 = sep_conv_bn_relu(d2, d2)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [B,1,H,W] normalised gray. Returns (f2, f4, f8)."""

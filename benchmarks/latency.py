@@ -1,0 +1,142 @@
+"""Median latency per pair of the matcher's backends and of two peers, measured in one run.
+
+    python benchmarks/latency.py --sizes 320x256,640x512 --json out/latency.json
+
+For each size WxH both images are WxH and the network runs at that working size (the tiny
+preset's weights are resolution-independent; the shipped model is used when present).
+Peers at the same size, same threads: kornia's LoFTR architecture with random weights
+(architecture speed only) and ALIKED-t16 + mutual nearest neighbours with the weights in
+../shared/peers (skipped with a note when absent). Speeds are compared as ratios from this run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def textured(h, w, seed):
+    import cv2
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(0, 255, (h // 8, w // 8)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def project_matcher(size, backend, tmpdir: Path):
+    from distillmatch_ros.checkpoint import load_checkpoint, save_checkpoint
+    from distillmatch_ros.matcher import Matcher
+    from distillmatch_ros.model import build_model
+    shipped = REPO / "models" / "distillmatch_tiny.pt"
+    if shipped.exists():
+        model, card = load_checkpoint(shipped)
+        sd = model.state_dict()
+        model = build_model(dict(model.config, input_size=list(size)))
+        model.load_state_dict(sd)
+    else:
+        model, card = build_model("tiny", input_size=list(size), pretrained_backbone=False), {}
+    path = tmpdir / f"tiny_{size[0]}x{size[1]}.pt"
+    save_checkpoint(path, model, card)
+    return Matcher(path, backend=backend)
+
+
+def loftr_fn(size):
+    from kornia.feature import LoFTR
+    net = LoFTR(pretrained=None).eval()
+    w, h = size
+    a, b = torch.rand(1, 1, h, w), torch.rand(1, 1, h, w)
+
+    def run():
+        with torch.inference_mode():
+            net({"image0": a, "image1": b})
+    return run
+
+
+def aliked_fn(size, weights: Path):
+    from kornia.feature import ALIKED
+    net = ALIKED("aliked-t16", max_num_keypoints=2000, detection_threshold=0.2)
+    net.load_state_dict(torch.load(weights, map_location="cpu"), strict=False)
+    net.eval()
+    w, h = size
+    a = torch.from_numpy(np.dstack([textured(h, w, 1)] * 3)).permute(2, 0, 1)[None].float() / 255
+    b = torch.from_numpy(np.dstack([textured(h, w, 2)] * 3)).permute(2, 0, 1)[None].float() / 255
+
+    def run():
+        with torch.inference_mode():
+            fa, fb = net(a)[0], net(b)[0]
+        s = fb.descriptors @ fa.descriptors.T
+        i, j = s.argmax(1), s.argmax(0)
+        _ = j[i] == torch.arange(len(i))
+    return run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="320x256,640x512")
+    ap.add_argument("--backends", default="torch,onnxruntime")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--peer-repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import tempfile
+    tmpdir = Path(tempfile.mkdtemp())
+    peers_dir = REPO.parent / "shared" / "peers"
+    results = {"machine": f"{platform.machine()} {platform.processor() or ''} threads={args.threads}",
+               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
+    for s in args.sizes.split(","):
+        size = tuple(int(x) for x in s.split("x"))
+        vis, th = textured(size[1], size[0], 1), textured(size[1], size[0], 2)
+        row = {"size": s}
+        for be in args.backends.split(","):
+            m = project_matcher(size, be, tmpdir)
+            row[f"tiny_{be}_ms"] = median_ms(lambda: m.match(vis, th), args.repeats, warmup=2)
+            print(f"{s} tiny/{be}: {row[f'tiny_{be}_ms']:.1f} ms", flush=True)
+        if not args.no_peers:
+            row["loftr_random_ms"] = median_ms(loftr_fn(size), args.peer_repeats)
+            print(f"{s} LoFTR (random weights): {row['loftr_random_ms']:.1f} ms", flush=True)
+            w = peers_dir / "aliked-t16.pth"
+            if w.exists():
+                row["aliked_t16_ms"] = median_ms(aliked_fn(size, w), args.peer_repeats)
+                print(f"{s} ALIKED-t16 + MNN: {row['aliked_t16_ms']:.1f} ms", flush=True)
+            else:
+                row["aliked_t16_ms"] = None
+                print(f"{s} ALIKED-t16 skipped: {w} absent")
+        best = min(row[f"tiny_{be}_ms"] for be in args.backends.split(","))
+        if row.get("loftr_random_ms"):
+            row["speedup_vs_loftr"] = row["loftr_random_ms"] / best
+        if row.get("aliked_t16_ms"):
+            row["speedup_vs_aliked_t16"] = row["aliked_t16_ms"] / best
+        if "tiny_onnxruntime_ms" in row and "tiny_torch_ms" in row:
+            row["onnxruntime_over_torch"] = row["tiny_onnxruntime_ms"] / row["tiny_torch_ms"]
+        results["rows"].append(row)
+    print(json.dumps(results, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

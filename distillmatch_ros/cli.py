@@ -1,0 +1,94 @@
+"""The ``distillmatch`` command: ``match`` (one pair) plus the recording-side subcommands
+(``bag-eval``, ``make-bag``, ``demo``) registered by :mod:`distillmatch_ros.bag.cli`.
+
+Expected failures (unreadable image, bad model file, unusable backend) print one ``error:`` line
+and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import numpy as np
+
+from .errors import DistillMatchError
+
+
+def read_image(path: str, what: str) -> np.ndarray:
+    """Read an image keeping its bit depth (16-bit PNG/TIFF thermal stays uint16)."""
+    if not Path(path).is_file():
+        raise DistillMatchError(f"{what} image not found: {path}")
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DistillMatchError(f"cannot decode {what} image {path} (not an image OpenCV can read)")
+    if what == "thermal" and img.ndim == 3:
+        img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)  # 8-bit thermal saved as colour JPEG
+    if what == "visible" and img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if what == "visible" and img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return img
+
+
+def cmd_match(args) -> int:
+    from .fusion import draw_matches, fuse
+    from .matcher import Matcher
+    vis = read_image(args.visible, "visible")
+    th = read_image(args.thermal, "thermal")
+    matcher = (Matcher(args.model, backend=args.backend, device=args.device) if args.model and Path(args.model).suffix
+               else Matcher.from_pretrained(args.model, backend=args.backend, device=args.device))
+    if args.threshold is not None:
+        matcher.set_options(match_threshold=args.threshold)
+    r = matcher.match(vis, th)
+    out = {
+        "visible": args.visible, "thermal": args.thermal, "backend": matcher.backend,
+        "num_matches": len(r), "num_inliers": r.num_inliers,
+        "homography": None if r.homography is None else r.homography.tolist(),
+        "visible_points": r.visible_points.tolist(), "thermal_points": r.thermal_points.tolist(),
+        "scores": r.scores.tolist(), "inliers": r.inliers.astype(int).tolist(), "timings_ms": r.timings_ms,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out))
+    if args.fused:
+        cv2.imwrite(args.fused, fuse(vis, th, r.homography, mode=args.fusion_mode))
+    if args.viz:
+        cv2.imwrite(args.viz, draw_matches(vis, th, r))
+    h = "none" if r.homography is None else "found"
+    print(f"{len(r)} matches, {r.num_inliers} inliers, homography {h}, "
+          f"{r.timings_ms['total']:.0f} ms ({matcher.backend}) -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .bag.cli import add_subcommands
+    ap = argparse.ArgumentParser(prog="distillmatch", description="Visible/thermal matching (DistillMatch).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("match", help="match one visible/thermal pair",
+                       description="Match a visible and a thermal image; write matches and the "
+                       "thermal->visible homography as JSON, optionally a fused image and a match picture.")
+    p.add_argument("visible")
+    p.add_argument("thermal")
+    p.add_argument("--out", required=True, help="result JSON")
+    p.add_argument("--fused", default=None, help="write the fused image (PNG/JPEG)")
+    p.add_argument("--fusion-mode", default="alpha", choices=["alpha", "structure"])
+    p.add_argument("--viz", default=None, help="write a side-by-side match picture")
+    p.add_argument("--model", default=None, help="checkpoint file or shipped model name")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--threshold", type=float, default=None, help="match confidence threshold")
+    p.set_defaults(func=cmd_match)
+    add_subcommands(sub)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .bag.cli import run
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
