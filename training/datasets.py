@@ -150,3 +150,30 @@ class PairCropDataset(torch.utils.data.Dataset):
         v = torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1).float() / 255.0
         t = torch.from_numpy(np.ascontiguousarray(t))[None].float() / 255.0
         return v, t
+
+
+def device_crop_batch(vis: torch.Tensor, th: torch.Tensor, n: int, crop: int, scale=(0.35, 0.85),
+                      generator: Optional[torch.Generator] = None):
+    """``n`` random aligned square crops (scale jitter, flips) of pairs held on the device.
+
+    Why: on a GPU the per-sample OpenCV crops of ``PairCropDataset`` starve the model; here one
+    ``grid_sample`` call cuts the whole batch. ``vis`` [N,3,H,W], ``th`` [N,1,H,W] (0..1, from
+    ``pairs_to_tensors``); returns ([n,3,crop,crop], [n,1,crop,crop]).
+    """
+    import torch.nn.functional as F
+    N, _, H, W = vis.shape
+    g = generator
+    idx = torch.randint(N, (n,), generator=g)
+    side = torch.empty(n).uniform_(*scale, generator=g) * min(H, W)    # crop side in source pixels
+    cx = torch.rand(n, generator=g) * (W - side) + side / 2
+    cy = torch.rand(n, generator=g) * (H - side) + side / 2
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = side / W * flip
+    theta[:, 1, 1] = side / H
+    theta[:, 0, 2] = 2 * cx / W - 1
+    theta[:, 1, 2] = 2 * cy / H - 1
+    grid = F.affine_grid(theta.to(vis.device), (n, 1, crop, crop), align_corners=False)
+    idx = idx.to(vis.device)
+    return (F.grid_sample(vis[idx], grid, mode="bilinear", align_corners=False),
+            F.grid_sample(th[idx], grid, mode="bilinear", align_corners=False))

@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from training.datasets import PairCropDataset, default_data_root, load_aligned_pairs, split_names
+from training.datasets import (PairCropDataset, default_data_root, device_crop_batch, load_aligned_pairs,
+                               pairs_to_tensors, split_names)
 from training.v2i_gan import GanConfig, V2IGAN, ssim, to_gray
 
 
@@ -108,6 +109,10 @@ def main(argv=None):
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--width", type=int, default=24)
     ap.add_argument("--n-res", type=int, default=4)
+    ap.add_argument("--device-crops", type=int, default=-1,
+                    help="1: cut crops on the device from pairs held there (default on CUDA); 0: OpenCV crops")
+    ap.add_argument("--hold-hw", type=int, nargs=2, default=[352, 528],
+                    help="with --device-crops: size (H W) the pairs are held at on the device")
     ap.add_argument("--eval-only", default=None, help="evaluate this generator file on the val scenes")
     ap.add_argument("--figure", default=None, help="with --eval-only: write an example figure (PNG)")
     ap.add_argument("--metrics-json", default=None)
@@ -139,6 +144,10 @@ def main(argv=None):
     pairs = gather_train_pairs(args)
     print(f"training pairs: {len(pairs)}", flush=True)
     ds = PairCropDataset(pairs, crop=args.crop, scale=(0.35, 0.85), seed=args.seed)
+    dev_crops = args.device_crops == 1 or (args.device_crops == -1 and dev.type == "cuda")
+    if dev_crops:
+        held = pairs_to_tensors(pairs, tuple(args.hold_hw), device=dev)
+        crop_gen = torch.Generator().manual_seed(args.seed)
     cfg = GanConfig(width=args.width, n_res=args.n_res)
     gan = V2IGAN(cfg).to(dev)
     step, elapsed = 0, 0.0
@@ -150,6 +159,8 @@ def main(argv=None):
         gan.opt_d.load_state_dict(st["opt_d"])
         step, elapsed = int(st["step"]), float(st["elapsed"])
         ds.rng = np.random.default_rng(args.seed + step)
+        if dev_crops:
+            crop_gen.manual_seed(args.seed + step)
         print(f"resumed from {last} at step {step} ({elapsed / 60:.1f} min)", flush=True)
     val = val_pairs_default(args.data_root) if (Path(args.data_root) / "roadscene").is_dir() else []
 
@@ -185,9 +196,12 @@ def main(argv=None):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, 2.0 * (1.0 - prog))
         t0 = time.time()
-        batch = [ds[0] for _ in range(args.batch)]
-        vis = torch.stack([b[0] for b in batch]).to(dev, non_blocking=True)
-        th = torch.stack([b[1] for b in batch]).to(dev, non_blocking=True)
+        if dev_crops:
+            vis, th = device_crop_batch(*held, args.batch, args.crop, (0.35, 0.85), crop_gen)
+        else:
+            batch = [ds[0] for _ in range(args.batch)]
+            vis = torch.stack([b[0] for b in batch]).to(dev, non_blocking=True)
+            th = torch.stack([b[1] for b in batch]).to(dev, non_blocking=True)
         losses = gan.step(vis, th)
         step += 1
         elapsed += time.time() - t0
