@@ -259,7 +259,10 @@ class MatcherNode(Node):
                 self._node_latency.add((time.perf_counter() - t0) * 1e3)
 
     def _process(self, visible: Image, thermal: Image) -> None:
-        out = self.pipeline.process_messages(visible, thermal)
+        """Correspondences first (what fusion stacks wait for), then the images."""
+        from .image_codec import thermal_to_numpy, visible_to_numpy
+        vis_img, th_img = visible_to_numpy(visible), thermal_to_numpy(thermal)
+        out = self.pipeline.step(vis_img, th_img, header_stamp_ns(visible))
         for e in out.events:
             self._events[e] += 1
             if e in ("thermal_constant", "thermal_frozen", "gain_change", "drift_detected", "drift_suspected"):
@@ -273,6 +276,10 @@ class MatcherNode(Node):
         msg.thermal_stamp = thermal.header.stamp
         msg.thermal_frame_id = thermal.header.frame_id
         self._pub_corr.publish(msg)
+        age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(visible)
+        if 0 <= age_ns < 60e9:
+            self._age.add(age_ns / 1e6)
+        self.pipeline.render(out, vis_img, th_img)
         if out.fused is not None:
             img = fill_image_msg(Image(), out.fused, "bgr8")
             img.header = header
@@ -285,9 +292,6 @@ class MatcherNode(Node):
             img = fill_image_msg(Image(), out.matches_image, "bgr8")
             img.header = header
             self._pub_matches.publish(img)
-        age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(visible)
-        if 0 <= age_ns < 60e9:
-            self._age.add(age_ns / 1e6)
 
     # -- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -342,6 +346,7 @@ class MatcherNode(Node):
               "thermal_state": ps["thermal_state"], "matches": ps["last_matches"], "inliers": ps["last_inliers"],
               "held_inliers": ps["held_inliers"], "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"],
               "match_latency_p50_ms": mlat["p50"], "match_latency_p95_ms": mlat["p95"],
+              "render_latency_p50_ms": ps["render_latency_ms"]["p50"],
               "pair_age_p50_ms": age["p50"], "pair_age_p95_ms": age["p95"],
               "pairs_received": pairs.get("received", 0), "pairs_processed": pairs.get("processed", 0),
               "pairs_failed": pairs.get("failed", 0), "pairs_dropped": pairs.get("dropped_newer", 0),

@@ -12,6 +12,9 @@ node's exact code path. Per pair it:
    does not (drift: a knock, a re-mount, a focus change) twice in a row, it re-estimates;
 4. fuses the thermal image into the visible frame with the held (or per-pair) homography.
 
+:meth:`PairPipeline.step` does 1-3 and :meth:`PairPipeline.render` does 4, so the node can
+publish correspondences before it renders; :meth:`PairPipeline.process` does both.
+
 Stalls and bad frames never raise here except :class:`InputError` for images that cannot be
 used at all; everything else is reported through :class:`PairOutput` events and counters.
 """
@@ -194,6 +197,7 @@ class PairPipeline:
         self.thermal = ThermalMonitor(self.config)
         self.latency = LatencyStats()
         self.match_latency = LatencyStats()
+        self.render_latency = LatencyStats()
         self.counters: Counter = Counter()
         self.alignment = "unaligned"
         self.held: Optional[np.ndarray] = None
@@ -222,7 +226,7 @@ class PairPipeline:
         self._drift_count, self._last_match_ns = 0, None
 
     # -- per pair -----------------------------------------------------------------------
-    def process_messages(self, visible_msg: Any, thermal_msg: Any) -> PairOutput:
+    def process_messages(self, visible_msg: Any, thermal_msg: Any, render: bool = True) -> PairOutput:
         """Decode two Image messages (rclpy or rosbags) and process them; stamp from the visible."""
         from .image_codec import thermal_to_numpy, visible_to_numpy
         from .sync import header_stamp_ns
@@ -232,12 +236,24 @@ class PairPipeline:
         except InputError:
             self.counters["input_errors"] += 1
             raise
-        return self.process(visible, thermal, header_stamp_ns(visible_msg))
+        out = self.step(visible, thermal, header_stamp_ns(visible_msg))
+        if render:
+            self.render(out, visible, thermal)
+        return out
 
     def process(self, visible: np.ndarray, thermal: np.ndarray, stamp_ns: int) -> PairOutput:
-        """Match (when due), update the alignment, fuse. Raises InputError for unusable images."""
+        """:meth:`step` then :meth:`render`: match (when due), update the alignment, fuse."""
+        out = self.step(visible, thermal, stamp_ns)
+        self.render(out, visible, thermal)
+        return out
+
+    def step(self, visible: np.ndarray, thermal: np.ndarray, stamp_ns: int) -> PairOutput:
+        """Everything but the images: thermal checks, matching when due, alignment.
+
+        Split from :meth:`render` so the node can publish correspondences before it spends
+        time on the fused image. Raises InputError for unusable images.
+        """
         t0 = time.perf_counter()
-        cfg = self.config
         self.counters["pairs"] += 1
         if visible.ndim not in (2, 3) or thermal.ndim != 2 or min(visible.shape[:2] + thermal.shape) < 1:
             self.counters["input_errors"] += 1
@@ -267,8 +283,8 @@ class PairPipeline:
             self.counters["matched"] += 1
             self._last_match_ns = stamp_ns
             self.last_result = result
-            self.match_latency.add(sum(result.timings_ms.values()) if result.timings_ms
-                                   else (time.perf_counter() - t0) * 1e3)
+            self.match_latency.add(result.timings_ms.get("total", (time.perf_counter() - t0) * 1e3)
+                                   if result.timings_ms else (time.perf_counter() - t0) * 1e3)
             self._update_alignment(result, tsize, events)
 
         H = self.held  # per-pair mode also keeps its last estimate through a thermal stall
@@ -276,18 +292,25 @@ class PairPipeline:
                          num_inliers=self.held_inliers if H is not None else 0,
                          alignment=self.alignment, thermal_state=thermal_state,
                          visible_size=vsize, thermal_size=tsize, events=events)
-        if cfg.fuse:
-            from . import fusion
-            H_fuse = H if H is not None else scale_homography(tsize, vsize)
-            out.fused = fusion.fuse(visible, thermal, H_fuse, mode=cfg.fusion_mode,
-                                    alpha=cfg.fusion_alpha)
-        if cfg.draw_matches and matched:
-            from . import fusion
-            out.matches_image = fusion.draw_matches(visible, thermal, result)
         for e in events:
             self.counters["event_" + e] += 1
         out.latency_ms = (time.perf_counter() - t0) * 1e3
         self.latency.add(out.latency_ms)
+        return out
+
+    def render(self, out: PairOutput, visible: np.ndarray, thermal: np.ndarray) -> PairOutput:
+        """Add the fused image (and the match visualisation when enabled) to ``out``."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        if cfg.fuse:
+            from . import fusion
+            H = out.homography if out.homography is not None else scale_homography(out.thermal_size,
+                                                                                    out.visible_size)
+            out.fused = fusion.fuse(visible, thermal, H, mode=cfg.fusion_mode, alpha=cfg.fusion_alpha)
+        if cfg.draw_matches and out.matched:
+            from . import fusion
+            out.matches_image = fusion.draw_matches(visible, thermal, out.result)
+        self.render_latency.add((time.perf_counter() - t0) * 1e3)
         return out
 
     def _match_due(self, stamp_ns: int) -> bool:
@@ -342,7 +365,8 @@ class PairPipeline:
     def stats(self) -> Dict[str, Any]:
         """Counters, latency percentiles and states, for diagnostics."""
         return {"counters": dict(self.counters), "latency_ms": self.latency.summary(),
-                "match_latency_ms": self.match_latency.summary(), "alignment": self.alignment,
+                "match_latency_ms": self.match_latency.summary(),
+                "render_latency_ms": self.render_latency.summary(), "alignment": self.alignment,
                 "thermal_state": self.thermal.state, "held_inliers": self.held_inliers,
                 "last_matches": len(self.last_result),
                 "last_inliers": self.last_result.num_inliers}

@@ -135,6 +135,7 @@ class Tester:
         self.pub_info = self.node.create_publisher(CameraInfo, "visible/camera_info", qos)
         self.lock = threading.Lock()
         self.got: Dict[str, List[Any]] = {"corr": [], "fused": [], "diag": [], "info": [], "matches": []}
+        self.arrival_ns: Dict[str, int] = {}  # receipt time of the newest message per key
         deep = QoSProfile(depth=1000)
         self.node.create_subscription(Correspondences, "correspondences", lambda m: self._keep("corr", m), deep)
         self.node.create_subscription(Image, "fused/image", lambda m: self._keep("fused", m), deep)
@@ -154,8 +155,10 @@ class Tester:
             pass
 
     def _keep(self, key: str, msg: Any) -> None:
+        now = time.time_ns()  # the ROS system clock, as used for stamps
         with self.lock:
             self.got[key].append(msg)
+            self.arrival_ns[key] = now
 
     def take(self, key: str) -> List[Any]:
         with self.lock:
@@ -192,11 +195,19 @@ class Tester:
             setattr(msg, k, v)
         return msg
 
-    def publish_pair(self, vis: np.ndarray, th: np.ndarray, stamp_ns: int, th_stamp_ns: Optional[int] = None,
-                     vis_enc: str = "bgr8", th_enc: str = "mono16") -> None:
-        self.pub_vis.publish(self.image(vis, vis_enc, stamp_ns, "visible_optical"))
-        self.pub_th.publish(self.image(th, th_enc, stamp_ns if th_stamp_ns is None else th_stamp_ns,
-                                       "thermal_optical"))
+    def publish_pair(self, vis: np.ndarray, th: np.ndarray, stamp_ns: Optional[int] = None,
+                     th_stamp_ns: Optional[int] = None, vis_enc: str = "bgr8", th_enc: str = "mono16") -> int:
+        """Publish a pair; ``stamp_ns=None`` stamps it "now", after the messages are built."""
+        mv = self.image(vis, vis_enc, 0, "visible_optical")
+        mt = self.image(th, th_enc, 0, "thermal_optical")
+        if stamp_ns is None:
+            stamp_ns = self.now_ns()
+        mv.header.stamp.sec, mv.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        t_st = stamp_ns if th_stamp_ns is None else th_stamp_ns
+        mt.header.stamp.sec, mt.header.stamp.nanosec = divmod(int(t_st), 1_000_000_000)
+        self.pub_vis.publish(mv)
+        self.pub_th.publish(mt)
+        return stamp_ns
 
     def diag_values(self, min_stamp_ns: int = 0) -> Optional[Dict[str, Any]]:
         """Key/values and levels of the newest /diagnostics message from the matcher node."""
