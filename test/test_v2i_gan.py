@@ -107,3 +107,25 @@ def test_shipped_generator_beats_gray_baselines_on_val(shared_data):
     for base in ("gray", "inverted_gray"):
         assert m["pseudo_ir"]["l1"] < m[base]["l1"] - 5, m
         assert m["pseudo_ir"]["ssim"] > m[base]["ssim"], m
+
+
+def test_training_cli_exports_and_resumes(tmp_path):
+    import cv2
+    from training.train_v2i_gan import main
+    rig = tmp_path / "rig"
+    (rig / "visible").mkdir(parents=True)
+    (rig / "thermal").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        v = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        cv2.imwrite(str(rig / "visible" / f"{i}.png"), v)
+        cv2.imwrite(str(rig / "thermal" / f"{i}.png"), 255 - v[..., 2])
+    common = ["--pairs", str(rig), "--data-root", str(tmp_path / "none"), "--batch", "2", "--crop", "32",
+              "--width", "8", "--n-res", "1", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "g.pt"),
+              "--minutes", "10", "--log-every", "1"]
+    main(common + ["--steps", "2"])
+    assert PseudoInfrared.from_pretrained(tmp_path / "g.pt").card["steps"] == 2
+    main(common + ["--steps", "3"])       # resumes from run/last.pt: one more step, not three
+    st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert st["step"] == 3
+    assert PseudoInfrared.from_pretrained(tmp_path / "g.pt").card["steps"] == 3
