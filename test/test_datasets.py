@@ -54,3 +54,17 @@ def test_real_roadscene_split_and_synthesis(shared_data):
     assert out["visible"].shape == (4, 1, 128, 160) and torch.isfinite(out["H_t2v"]).all()
     d = load_npz_pair(sorted((shared_data / "roadscene_homography").glob("*.npz"))[0])
     assert d["H"].shape == (3, 3)
+
+
+def test_device_crops_cut_the_same_window_from_both_images():
+    from training.datasets import device_crop_batch
+    H, W = 40, 60
+    ys, xs = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
+    vis = torch.stack([xs, ys, xs * 0], 0)[None].repeat(2, 1, 1, 1)
+    th = ys[None, None].repeat(2, 1, 1, 1)
+    v, t = device_crop_batch(vis, th, 6, 8, (0.4, 0.6), torch.Generator().manual_seed(0))
+    assert v.shape == (6, 3, 8, 8) and t.shape == (6, 1, 8, 8)
+    assert torch.allclose(v[:, 1:2], t, atol=1e-4)            # same rows in both images
+    step = (v[:, 1, 1:, 0] - v[:, 1, :-1, 0])
+    assert float(step.min()) > 0.4 * 40 / 8 - 1e-3 and float(step.max()) < 0.6 * 40 / 8 + 1e-3
+    assert float(v[:, 0].min()) >= 0 and float(v[:, 0].max()) <= W - 1
