@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 
-from node_harness import NodeProcess, Tester, make_test_checkpoint, ros_env, textured_pair  # noqa: E402
+from node_harness import NodeProcess, Tester, make_test_checkpoint, ros_env, textured_pair, vary  # noqa: E402
 
 
 def _size(text):
@@ -46,11 +46,12 @@ def matcher_alone(model, backend, threads, frames, n):
     torch.set_num_threads(threads)
     from distillmatch_ros.matcher import Matcher
     m = Matcher(model, backend=backend)
-    for vis, th in frames:
-        m.match(vis, th)
+    for k, (vis, th) in enumerate(frames):
+        m.match(vis, vary(th, k))
     times = []
     for k in range(n):
         vis, th = frames[k % len(frames)]
+        th = vary(th, k)
         t0 = time.perf_counter()
         m.match(vis, th)
         times.append((time.perf_counter() - t0) * 1e3)
@@ -71,7 +72,8 @@ def node_run(tmp, model, backend, threads, frames, pairs, rate):
         for k in range(pairs + 2):  # closed loop
             tester.take("corr")
             tester.take("fused")
-            tester.publish_pair(*frames[k % len(frames)])  # stamped "now" just before publishing
+            vis, th = frames[k % len(frames)]
+            tester.publish_pair(vis, vary(th, k))  # stamped "now" just before publishing
             tester.wait_for(lambda: tester.peek("corr") and tester.peek("fused"), 60, "outputs")
             c = tester.take("corr")[0]
             if k >= 2:  # the first pairs warm up DDS buffers
@@ -89,7 +91,8 @@ def node_run(tmp, model, backend, threads, frames, pairs, rate):
         for k in range(n_open):
             target = t0 + k / rate
             time.sleep(max(0.0, target - time.perf_counter()))
-            tester.publish_pair(*frames[k % len(frames)], base + int(k * 1e9 / rate))
+            vis, th = frames[k % len(frames)]
+            tester.publish_pair(vis, vary(th, k + 500), base + int(k * 1e9 / rate))
         time.sleep(2.0)
         elapsed = time.perf_counter() - t0
         got = len(tester.take("corr"))

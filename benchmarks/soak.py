@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 
-from node_harness import NodeProcess, Tester, make_test_checkpoint, ros_env, textured_pair  # noqa: E402
+from node_harness import NodeProcess, Tester, make_test_checkpoint, ros_env, textured_pair, vary  # noqa: E402
 
 
 def _size(text):
@@ -73,7 +73,8 @@ def run(a) -> dict:
             if now >= next_sample:
                 rss.append((round(now, 1), round(node.rss_mb(), 1)))
                 next_sample += a.sample_every
-            tester.publish_pair(*frames[k % len(frames)])
+            vis, th = frames[k % len(frames)]
+            tester.publish_pair(vis, vary(th, k))
             k += 1
             for c in tester.take("corr"):
                 outputs += 1

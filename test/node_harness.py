@@ -238,6 +238,12 @@ class Tester:
         self._thread.join(timeout=5.0)
 
 
+def vary(thermal: np.ndarray, k: int) -> np.ndarray:
+    """A distinct thermal frame per publish (offset by k % 1000 counts): a real camera never
+    repeats a frame exactly, and the node treats repeated frames as a frozen camera."""
+    return thermal + np.asarray(k % 1000, thermal.dtype)
+
+
 def textured_pair(k: int, vis_size=(320, 256), th_size=(160, 128), H=None, seed: int = 0):
     """A visible image (bgr8) and a thermal image (mono16) that is its warp by H^-1 (+ noise).
 

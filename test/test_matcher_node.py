@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from node_harness import (ROOT, NodeProcess, Tester, interfaces_available, make_test_checkpoint,
-                          ros_env, textured_pair)
+                          ros_env, textured_pair, vary)
 
 pytestmark = [
     pytest.mark.skipif(not interfaces_available(),
@@ -314,7 +314,8 @@ def test_overload_stays_bounded_and_counts_add_up(node, tester):
     base = CLOCK.start(tester)
     n = 240
     for k in range(n):
-        tester.publish_pair(*frames[k % 3], base + k * 16 * MS)
+        vis, th = frames[k % 3]
+        tester.publish_pair(vis, vary(th, k), base + k * 16 * MS)
         time.sleep(1 / 60)
     after = settled(tester)
     rss1 = node.rss_mb()

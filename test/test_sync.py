@@ -1,6 +1,4 @@
 """Approximate-time pairing: rates, slop, counters, and property tests."""
-import itertools
-
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -104,12 +102,12 @@ def test_property_never_beyond_slop_never_loses_count(data, slop_ms, queue_size,
     sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop=slop_ms / 1000, adaptive_bound=adaptive)
     last = [0, 0]
     used = set()
-    for i, dt in data.draw(steps):
+    for serial, (i, dt) in enumerate(data.draw(steps)):
         last[i] += dt * MS
-        for m0, m1, t0, t1 in sync.add(i, (i, last[i], len(used)), stamp_ns=last[i]):
+        for m0, m1, t0, t1 in sync.add(i, (i, last[i], serial), stamp_ns=last[i]):
             assert abs(t0 - t1) <= slop_ms * MS
             assert m0[0] == 0 and m1[0] == 1 and m0[1] == t0 and m1[1] == t1
-            assert id(m0) not in used and id(m1) not in used  # a message is used once
-            used.update((id(m0), id(m1)))
+            assert m0[2] not in used and m1[2] not in used  # a message is used once
+            used.update((m0[2], m1[2]))
         check_counts(sync)
         assert max(sync.queued()) <= queue_size
