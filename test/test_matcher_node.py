@@ -213,9 +213,14 @@ def test_parameter_changed_at_run_time_takes_effect(node, tester):
     assert set_params(match_threshold=1.0, publish_fused=False) == [True, True]
     corr, fused = one_pair(21)
     assert len(corr.scores) == 0 and fused == []  # no match reaches confidence 1; no fused image
-    assert set_params(match_threshold=0.0, publish_fused=True) == [True, True]
+    assert set_params(match_threshold=0.0, publish_fused=True, publish_matches_image=True) == [True] * 3
+    tester.take("matches")
     corr, fused = one_pair(22)
     assert len(corr.scores) > 0 and fused
+    tester.wait_for(lambda: tester.peek("matches"), 10, "matches/image")
+    m = tester.take("matches")[-1]
+    assert (m.width, m.height, m.encoding) == (320 + 160, 256, "bgr8")  # visible | thermal side by side
+    assert set_params(publish_matches_image=False) == [True]
     assert "parameters changed: match_threshold=1.0" in node.log()
 
 
