@@ -125,6 +125,52 @@ def score_of(metrics: Dict[str, float]) -> float:
 
 
 # ----------------------------------------------------------------------------- training
+def compute_losses(net, model_cfg, batch, cfg, teacher=None, kd_fn=None, amp=False, device_type="cpu"):
+    """The full training objective on one synthesised batch.
+
+    Returns (total, {term: value}, mean fine error in px); ``net`` may be DDP-wrapped.
+    """
+    w = cfg["loss"]
+    hw = batch["visible"].shape[-2:]
+    # Ground truth in float32, outside autocast: bf16 coordinates would be off by ~1 px.
+    gt = coarse_ground_truth(batch["H_t2v"].float(), hw[0] // 8, hw[1] // 8)
+    idx_v, idx_t, mask = sample_gt_pairs(gt, int(cfg["train"]["fine_pairs"]))
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+        out = net(batch["visible"], batch["thermal"], coarse_pairs=(idx_v, idx_t), with_kd=kd_fn is not None)
+    out = {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}
+    losses = {"coarse": focal_coarse_loss(out["conf"], gt)}
+    fl = fine_losses(out, batch["H_t2v"].float(), mask, (model_cfg["fine_window_4"], model_cfg["fine_window_2"]))
+    fine_err = fl.pop("fine_err_px")
+    losses.update(fl)
+    if w["modality"] > 0:
+        logits_v, logits_t = out["modality_logits"].chunk(2)
+        losses["modality"] = modality_ce(logits_v, logits_t, batch.get("is_pseudo_ir"))
+    if kd_fn is not None:
+        with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            imgs = torch.cat([batch["visible"], batch["thermal"]], dim=0)  # same order as the student
+            t_feat = teacher(imgs).float()
+        losses["kd"], _ = kd_fn(out["student_features"], t_feat)
+    total = sum(w[k] * v for k, v in losses.items())
+    return total, losses, fine_err
+
+
+def freeze_early_backbone(model, blocks: int) -> int:
+    """Freeze the stem and the first ``blocks`` EfficientNet blocks (kept in eval mode, so their
+    BatchNorm keeps ImageNet statistics). Returns the number of frozen parameters."""
+    if blocks <= 0:
+        return 0
+    bb = model.texture.backbone
+    mods = [bb._conv_stem, bb._bn0] + list(bb._blocks[:blocks])
+    n = 0
+    for m in mods:
+        for p in m.parameters():
+            p.requires_grad_(False)
+            n += p.numel()
+        m.eval()
+        m.train = lambda mode=True, _m=m: _m  # stay in eval mode when model.train() is called
+    return n
+
+
 def lr_at(progress: float, step: int, cfg) -> float:
     warm = cfg["train"]["warmup_steps"]
     base = cfg["train"]["lr"]
@@ -146,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ablation", choices=["full", "no_kd", "no_v2i", "no_cefg"], default="full")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--save-rank-weights", action="store_true",
+                    help="every rank writes OUT/rank<R>.pt at the end (checks DDP replicas agree)")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config, args.set)
@@ -196,7 +244,11 @@ def main(argv=None) -> int:
                              f"model.teacher_dim is {model.config['teacher_dim']}")
         kd_fn = KDLoss(a=w["kd_mse"], b=w["kd_gram"], c=w["kd_kl"])
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"])
+    frozen = freeze_early_backbone(model, int(cfg["train"].get("freeze_backbone_blocks", 0)))
+    if frozen:
+        log(f"froze the ImageNet stem and backbone blocks < {cfg['train']['freeze_backbone_blocks']} "
+            f"({frozen / 1e3:.0f} k parameters): the high-resolution part dominates CPU backward time")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"])
     step, elapsed_before, best = 0, 0.0, -1.0
     last_path = out_dir / "last.pt"
     if last_path.exists() and not args.no_resume:
@@ -274,27 +326,8 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         batch = source.batch(bs)
-        # Ground truth in float32, outside autocast: bf16 coordinates would be off by ~1 px.
-        gt = coarse_ground_truth(batch["H_t2v"].float(), out_hw[0] // 8, out_hw[1] // 8)
-        idx_v, idx_t, mask = sample_gt_pairs(gt, int(cfg["train"]["fine_pairs"]))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = ddp_model(batch["visible"], batch["thermal"], coarse_pairs=(idx_v, idx_t),
-                            with_kd=kd_fn is not None)
-        losses = {"coarse": focal_coarse_loss(out["conf"].float(), gt)}
-        fl = fine_losses({k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
-                          for k, v in out.items()}, batch["H_t2v"].float(), mask,
-                         (model.config["fine_window_4"], model.config["fine_window_2"]))
-        fine_err = fl.pop("fine_err_px")
-        losses.update(fl)
-        if w["modality"] > 0:
-            logits_v, logits_t = out["modality_logits"].float().chunk(2)
-            losses["modality"] = modality_ce(logits_v, logits_t, batch["is_pseudo_ir"])
-        if kd_fn is not None:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                imgs = torch.cat([batch["visible"], batch["thermal"]], dim=0)  # same order as the student
-                t_feat = teacher(imgs).float()
-            losses["kd"], _ = kd_fn(out["student_features"].float(), t_feat)
-        total = sum(w[k] * v for k, v in losses.items())
+        total, losses, fine_err = compute_losses(ddp_model, model.config, batch, cfg, teacher, kd_fn, amp,
+                                                 device.type)
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["train"]["grad_clip"])
@@ -321,6 +354,8 @@ def main(argv=None) -> int:
         bar.close()
     run_validation()
     save_state()
+    if args.save_rank_weights:
+        torch.save(model.state_dict(), out_dir / f"rank{rank}.pt")
     log(f"done: {step} steps, best score {best:.3f}")
     if world > 1:
         dist.barrier()
