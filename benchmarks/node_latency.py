@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 
-from node_harness import NodeProcess, Tester, make_test_checkpoint, ros_env, textured_pair, vary  # noqa: E402
+from node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary  # noqa: E402
 
 
 def _size(text):
@@ -107,7 +107,8 @@ def node_run(tmp, model, backend, threads, frames, pairs, rate):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="", help="checkpoint; empty = shipped default; 'random' = random tiny")
+    ap.add_argument("--model", default="", help="checkpoint; empty = shipped default; 'random-tiny' = the "
+                    "tiny preset with random weights (same compute); 'random' = the small test model")
     ap.add_argument("--backends", default="torch,onnxruntime")
     ap.add_argument("--thermal", default="320x256,640x512")
     ap.add_argument("--visible", default="1280x1024")
@@ -118,13 +119,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     ros_env()
     tmp = Path(tempfile.mkdtemp(prefix="dm_bench_"))
-    if a.model == "random":
-        model = make_test_checkpoint(tmp / "random_tiny.pt")
-    elif a.model:
-        model = Path(a.model)
-    else:
-        from distillmatch_ros.matcher import resolve_model
-        model = resolve_model()
+    model = bench_model(a.model, tmp)
     rows = []
     for backend in a.backends.split(","):
         for tsize in a.thermal.split(","):

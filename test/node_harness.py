@@ -56,6 +56,24 @@ def make_test_checkpoint(path: Path) -> Path:
     return save_checkpoint(path, model, {"name": "random-test", "note": "random weights, tests only"})
 
 
+def bench_model(name: str, tmp: Path) -> Path:
+    """Model for benchmarks: a path, "" (the shipped default), "random-tiny" (the shipped tiny
+    architecture with random weights: same compute) or "random" (the small test model)."""
+    if name == "random":
+        return make_test_checkpoint(tmp / "random_small.pt")
+    if name == "random-tiny":
+        import torch
+        from distillmatch_ros.checkpoint import save_checkpoint
+        from distillmatch_ros.model import build_model
+        torch.manual_seed(0)
+        return save_checkpoint(tmp / "random_tiny_preset.pt", build_model("tiny", pretrained_backbone=False),
+                               {"name": "random weights, tiny preset (benchmarks only)"})
+    if name:
+        return Path(name)
+    from distillmatch_ros.matcher import resolve_model
+    return resolve_model()
+
+
 class NodeProcess:
     """``python -m distillmatch_ros.matcher_node --ros-args --params-file ... -r ...`` as a child."""
 
