@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node_harness import (ROOT, NodeProcess, Tester, interfaces_available, make_test_checkpoint,
-                          ros_env, textured_pair, vary)
+from node_harness import NodeProcess, Tester, interfaces_available, ros_env, textured_pair, vary
 
 pytestmark = [
     pytest.mark.skipif(not interfaces_available(),
@@ -26,8 +25,9 @@ MS = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return make_test_checkpoint(tmp_path_factory.mktemp("model") / "random_tiny.pt")
+def checkpoint(tiny_checkpoint) -> Path:
+    """conftest's random-weight tiny checkpoint (small working size, fast on CI CPUs)."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
