@@ -21,6 +21,8 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.md")),
+        # The Correspondences definition, so a pip-only install can decode recorded bags.
+        (f"share/{PACKAGE}/msg", glob("interfaces/distillmatch_msgs/msg/*.msg")),
     ],
     python_requires=">=3.10",
     install_requires=[
