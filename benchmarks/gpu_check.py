@@ -26,20 +26,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.latency import textured  # noqa: E402
-
-
-def model_at(size):
-    from distillmatch_ros.checkpoint import load_checkpoint
-    from distillmatch_ros.model import build_model
-    shipped = REPO / "models" / "distillmatch_tiny.pt"
-    if shipped.exists():
-        m, _ = load_checkpoint(shipped)
-        sd = m.state_dict()
-        m = build_model(dict(m.config, input_size=list(size)))
-        m.load_state_dict(sd)
-        return m.eval(), "shipped"
-    return build_model("tiny", input_size=list(size), pretrained_backbone=False).eval(), "random"
+from benchmarks.latency import sized_model, textured  # noqa: E402
 
 
 def timed(fn, n=30, warm=5):
@@ -80,7 +67,7 @@ def main() -> int:
         print("no CUDA device: nothing to check here")
         return 1
     from distillmatch_ros.backends import OnnxRuntimeBackend, TensorRTBackend, TorchBackend
-    model, rep["weights"] = model_at(size)
+    model, _, rep["weights"] = sized_model(size)
     model.match_threshold = 0.0
     w, h = size
     vis = (textured(h, w, 1).astype(np.float32) / 255)[None, None]

@@ -42,18 +42,21 @@ def median_ms(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def project_matcher(size, backend, tmpdir: Path):
-    from distillmatch_ros.checkpoint import load_checkpoint, save_checkpoint
-    from distillmatch_ros.matcher import Matcher
-    from distillmatch_ros.model import build_model
+def sized_model(size):
+    """The shipped tiny model (random weights if not shipped yet) at working size ``size``."""
+    from distillmatch_ros.checkpoint import load_checkpoint
+    from distillmatch_ros.model import build_model, with_input_size
     shipped = REPO / "models" / "distillmatch_tiny.pt"
     if shipped.exists():
         model, card = load_checkpoint(shipped)
-        sd = model.state_dict()
-        model = build_model(dict(model.config, input_size=list(size)))
-        model.load_state_dict(sd)
-    else:
-        model, card = build_model("tiny", input_size=list(size), pretrained_backbone=False), {}
+        return with_input_size(model, size), card, "shipped"
+    return build_model("tiny", input_size=list(size), pretrained_backbone=False).eval(), {}, "random"
+
+
+def project_matcher(size, backend, tmpdir: Path):
+    from distillmatch_ros.checkpoint import save_checkpoint
+    from distillmatch_ros.matcher import Matcher
+    model, card, _ = sized_model(size)
     path = tmpdir / f"tiny_{size[0]}x{size[1]}.pt"
     save_checkpoint(path, model, card)
     return Matcher(path, backend=backend)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -47,7 +48,9 @@ def export_onnx(model: DistillMatch, path: Path, size_wh: Tuple[int, int]) -> Pa
     dummy = (torch.rand(1, 1, h, w), torch.rand(1, 1, h, w))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # The tracer warns about Python ints taken from shapes: intended, shapes are static here.
+        warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, dummy, str(tmp), input_names=["visible", "thermal"],
                           output_names=["visible_points", "thermal_points", "scores", "valid"],
                           opset_version=ONNX_OPSET, dynamo=False)

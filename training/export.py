@@ -20,7 +20,7 @@ import torch
 from distillmatch_ros.backends import export_onnx
 from distillmatch_ros.checkpoint import load_checkpoint, save_checkpoint
 from distillmatch_ros.errors import CheckpointError
-from distillmatch_ros.model import ExportWrapper, build_model
+from distillmatch_ros.model import ExportWrapper, build_model, with_input_size
 
 
 def load_any(path: Path):
@@ -37,14 +37,6 @@ def load_any(path: Path):
                                                                    if k != "pretrained_backbone"})
         model.load_state_dict(obj["model"])
         return model.eval(), {"train_config": obj["config"], "step": obj.get("step")}
-
-
-def with_size(model, size):
-    if size is None:
-        return model
-    m = build_model(dict(model.config, input_size=list(size)))
-    m.load_state_dict(model.state_dict())
-    return m.eval()
 
 
 def check_onnx(model, onnx_path: Path, tol: float = 0.05) -> float:
@@ -79,7 +71,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     size = tuple(int(v) for v in a.size.lower().split("x")) if a.size else None
     model, card = load_any(Path(a.checkpoint))
-    model = with_size(model, size)
+    model = with_input_size(model, size)
     model.match_threshold = 0.0
     if a.onnx:
         path = export_onnx(model, Path(a.onnx), tuple(model.config["input_size"]))

@@ -190,6 +190,8 @@ def main(argv=None) -> int:
                     help="stop a step-scheduled run after this long (the schedule still follows steps)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--init", default=None, help="start from these weights (a checkpoint, e.g. the shipped "
+                    "model, or a training state) instead of the ImageNet backbone: fine-tuning")
     ap.add_argument("--ablation", choices=["full", "no_kd", "no_v2i", "no_cefg"], default="full")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--save-rank-weights", action="store_true",
@@ -244,6 +246,11 @@ def main(argv=None) -> int:
                              f"model.teacher_dim is {model.config['teacher_dim']}")
         kd_fn = KDLoss(a=w["kd_mse"], b=w["kd_gram"], c=w["kd_kl"])
 
+    if args.init and not (out_dir / "last.pt").exists():
+        from training.export import load_any
+        init_model, _ = load_any(Path(args.init))
+        missing = model.load_state_dict(init_model.state_dict(), strict=False)
+        log(f"initialised from {args.init} (not loaded: {missing.missing_keys[:5]})")
     frozen = freeze_early_backbone(model, int(cfg["train"].get("freeze_backbone_blocks", 0)))
     if frozen:
         log(f"froze the ImageNet stem and backbone blocks < {cfg['train']['freeze_backbone_blocks']} "

@@ -16,4 +16,14 @@ def build_model(preset_or_config: Union[str, Dict[str, Any]] = "tiny", **overrid
     return DistillMatch(cfg)
 
 
-__all__ = ["DistillMatch", "ExportWrapper", "PRESETS", "build_model", "make_config"]
+def with_input_size(model: DistillMatch, size) -> DistillMatch:
+    """The same weights at another working size (W, H): the network is resolution independent,
+    only exported graphs are fixed to one size."""
+    if size is None or list(size) == list(model.config["input_size"]):
+        return model
+    m = DistillMatch(dict(model.config, input_size=[int(size[0]), int(size[1])], pretrained_backbone=False))
+    m.load_state_dict(model.state_dict())
+    return m.eval()
+
+
+__all__ = ["with_input_size", "DistillMatch", "ExportWrapper", "PRESETS", "build_model", "make_config"]
