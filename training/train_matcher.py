@@ -249,8 +249,12 @@ def main(argv=None) -> int:
     if args.init and not (out_dir / "last.pt").exists():
         from training.export import load_any
         init_model, _ = load_any(Path(args.init))
-        missing = model.load_state_dict(init_model.state_dict(), strict=False)
-        log(f"initialised from {args.init} (not loaded: {missing.missing_keys[:5]})")
+        own = model.state_dict()
+        same = {k: v for k, v in init_model.state_dict().items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(same, strict=False)
+        skipped = sorted(set(own) - set(same))
+        log(f"initialised from {args.init}; kept the new initialisation of {len(skipped)} tensors "
+            f"{skipped[:4]} (e.g. a projection head for another teacher width)")
     frozen = freeze_early_backbone(model, int(cfg["train"].get("freeze_backbone_blocks", 0)))
     if frozen:
         log(f"froze the ImageNet stem and backbone blocks < {cfg['train']['freeze_backbone_blocks']} "
