@@ -154,6 +154,16 @@ def compute_losses(net, model_cfg, batch, cfg, teacher=None, kd_fn=None, amp=Fal
     return total, losses, fine_err
 
 
+def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """Weights of an inference checkpoint (``best.pt``, a shipped model) or a training state."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"]
+    raise SystemExit(f"--init {path}: neither a checkpoint nor a training state")
+
+
 def freeze_early_backbone(model, blocks: int) -> int:
     """Freeze the stem and the first ``blocks`` EfficientNet blocks (kept in eval mode, so their
     BatchNorm keeps ImageNet statistics). Returns the number of frozen parameters."""
@@ -247,14 +257,13 @@ def main(argv=None) -> int:
         kd_fn = KDLoss(a=w["kd_mse"], b=w["kd_gram"], c=w["kd_kl"])
 
     if args.init and not (out_dir / "last.pt").exists():
-        from training.export import load_any
-        init_model, _ = load_any(Path(args.init))
+        init_sd = read_state_dict(Path(args.init))
         own = model.state_dict()
-        same = {k: v for k, v in init_model.state_dict().items() if k in own and own[k].shape == v.shape}
+        same = {k: v.to(own[k].dtype) for k, v in init_sd.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(same, strict=False)
         skipped = sorted(set(own) - set(same))
         log(f"initialised from {args.init}; kept the new initialisation of {len(skipped)} tensors "
-            f"{skipped[:4]} (e.g. a projection head for another teacher width)")
+            f"{skipped[:4]} (a projection head for another teacher width, a changed layer)")
     frozen = freeze_early_backbone(model, int(cfg["train"].get("freeze_backbone_blocks", 0)))
     if frozen:
         log(f"froze the ImageNet stem and backbone blocks < {cfg['train']['freeze_backbone_blocks']} "

@@ -41,15 +41,18 @@ class FineLevel(nn.Module):
         super().__init__()
         self.window, self.stride = window, stride
         self.proj = nn.Linear(dim, dim)
-        self.scale = nn.Parameter(torch.tensor(1.0 / math.sqrt(dim)))
+        # Cosine similarity times a learnable temperature (log-parametrised, starts at 10): raw
+        # ReLU features correlate positively everywhere, which left the window softmax flat.
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
 
     def forward(self, feat_v, feat_t, pv, pt, size_wh):
         """Returns window logits [B,K,w*w], soft-argmax thermal position [B,K,2], window pixels [B,K,w*w,2]."""
         b, k, _ = pt.shape
-        fv = self.proj(sample_points(feat_v, pv, size_wh))                        # [B,K,C]
+        fv = F.normalize(self.proj(sample_points(feat_v, pv, size_wh)), dim=-1)   # [B,K,C]
         win = pt.unsqueeze(2) + window_offsets(self.window, self.stride, pt.device)  # [B,K,n,2]
         ft = self.proj(sample_points(feat_t, win.reshape(b, -1, 2), size_wh)).reshape(b, k, -1, fv.shape[-1])
-        logits = torch.einsum("bkc,bknc->bkn", fv, ft) * self.scale
+        ft = F.normalize(ft, dim=-1)
+        logits = torch.einsum("bkc,bknc->bkn", fv, ft) * self.log_scale.exp()
         prob = torch.softmax(logits, dim=-1)
         expected = (prob.unsqueeze(-1) * win).sum(dim=2)
         return logits, expected, win
