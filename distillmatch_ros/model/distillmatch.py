@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .attention import sine_position_encoding
 from .cefg import CEFG
@@ -39,6 +40,14 @@ class DistillMatch(nn.Module):
                          inject=bool(cfg["cefg_inject"]))
         self.stfa = STFA(cfg["semantic_dim"], d8, cfg["heads"])
         self.coarse = CoarseMatching(d8, cfg["coarse_layers"], cfg["heads"], cfg["temperature"])
+        # Coarse-to-fine feature injection (EfficientLoFTR-style): the fine levels receive the
+        # transformed, cross-modal 1/8 features, so their window correlation is not left to raw
+        # per-modality CNN features. Zero-initialised: a no-op until training moves it.
+        self.coarse_to_fine4 = nn.Conv2d(d8, d4, 1)
+        self.fine4_to_fine2 = nn.Conv2d(d4, d2, 1)
+        for conv in (self.coarse_to_fine4, self.fine4_to_fine2):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
         self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4)
         self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2)
         self.refine = SubpixelRefiner(d2, cfg["fine_window_2"], 2)
@@ -79,6 +88,7 @@ class DistillMatch(nn.Module):
             idx_v, idx_t = coarse_pairs
             scores = torch.gather(conf.reshape(b, -1), 1, idx_v * conf.shape[2] + idx_t)
             valid = torch.ones_like(scores, dtype=torch.bool)
+        f4v, f4t, f2v, f2t = self._inject_coarse(cv, ct, (gh, gw), f4v, f4t, f2v, f2t)
         pv = cell_centres(idx_v, gw)
         pt0 = cell_centres(idx_t, gw)
         logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
@@ -93,6 +103,20 @@ class DistillMatch(nn.Module):
         if with_kd:
             out["student_features"] = self.semantic.project(s8)  # [2B, teacher_dim, h/8, w/8]
         return out
+
+
+    def _inject_coarse(self, cv, ct, grid, f4v, f4t, f2v, f2t):
+        b, _, c = cv.shape
+        out = []
+        for tokens, f4, f2 in ((cv, f4v, f2v), (ct, f4t, f2t)):
+            coarse = tokens.transpose(1, 2).reshape(b, c, grid[0], grid[1])
+            f4 = f4 + F.interpolate(self.coarse_to_fine4(coarse), size=f4.shape[-2:], mode="bilinear",
+                                    align_corners=False)
+            f2 = f2 + F.interpolate(self.fine4_to_fine2(f4), size=f2.shape[-2:], mode="bilinear",
+                                    align_corners=False)
+            out.append((f4, f2))
+        (f4v, f2v), (f4t, f2t) = out
+        return f4v, f4t, f2v, f2t
 
 
 class ExportWrapper(nn.Module):
