@@ -11,7 +11,7 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 benchmarks/gpu_check.py --size 640x512 --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
 if python3 -c "import rclpy" 2>/dev/null; then
-  python3 benchmarks/node_latency.py --backends tensorrt --sizes 640x512 --json "$OUT/node_trt.json" 2>&1 | tee "$OUT/node_trt.log"
+  python3 benchmarks/node_latency.py --backends tensorrt --thermal 640x512 --json "$OUT/node_trt.json" 2>&1 | tee "$OUT/node_trt.log"
 else
   echo "node step skipped: rclpy not importable on this machine" | tee "$OUT/node_trt.log"
 fi
