@@ -68,10 +68,14 @@ def main(argv=None) -> int:
     ap.add_argument("--tensorrt", default=None, help="build a TensorRT engine into this cache folder")
     ap.add_argument("--checkpoint", dest="out_ckpt", default=None, help="write a compact fp16 inference checkpoint")
     ap.add_argument("--card", default=None, help="JSON model card merged into --checkpoint's card")
+    ap.add_argument("--match-threshold", type=float, default=None,
+                    help="default confidence threshold stored in the checkpoint's config")
     a = ap.parse_args(argv)
     size = tuple(int(v) for v in a.size.lower().split("x")) if a.size else None
     model, card = load_any(Path(a.checkpoint))
     model = with_input_size(model, size)
+    if a.match_threshold is not None:
+        model.config["match_threshold"] = a.match_threshold
     model.match_threshold = 0.0
     if a.onnx:
         path = export_onnx(model, Path(a.onnx), tuple(model.config["input_size"]))
