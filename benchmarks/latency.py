@@ -3,7 +3,8 @@
     python benchmarks/latency.py --sizes 320x256,640x512 --json out/latency.json
 
 For each size WxH both images are WxH and the network runs at that working size (the tiny
-preset's weights are resolution-independent; the shipped model is used when present).
+preset's weights are resolution-independent; the shipped model is used when present); the
+shipped matcher as configured (its fixed working size, input images resized) is timed too.
 Peers at the same size, same threads: kornia's LoFTR architecture with random weights
 (architecture speed only) and ALIKED-t16 + mutual nearest neighbours with the weights in
 ../shared/peers (skipped with a note when absent). Speeds are compared as ratios from this run.
@@ -116,6 +117,13 @@ def main() -> int:
             m = project_matcher(size, be, tmpdir)
             row[f"tiny_{be}_ms"] = median_ms(lambda: m.match(vis, th), args.repeats, warmup=2)
             print(f"{s} tiny/{be}: {row[f'tiny_{be}_ms']:.1f} ms", flush=True)
+        # The product as shipped: its fixed working size whatever the cameras' resolution.
+        from distillmatch_ros.matcher import Matcher
+        shipped = Matcher.from_pretrained(backend="onnxruntime")
+        key = f"shipped_{shipped.input_size[0]}x{shipped.input_size[1]}_onnxruntime_ms"
+        row[key] = median_ms(lambda: shipped.match(vis, th), args.repeats, warmup=2)
+        print(f"{s} shipped matcher (working {shipped.input_size[0]}x{shipped.input_size[1]}, onnxruntime): "
+              f"{row[key]:.1f} ms", flush=True)
         if not args.no_peers:
             row["loftr_random_ms"] = median_ms(loftr_fn(size), args.peer_repeats)
             print(f"{s} LoFTR (random weights): {row['loftr_random_ms']:.1f} ms", flush=True)
@@ -127,10 +135,10 @@ def main() -> int:
                 row["aliked_t16_ms"] = None
                 print(f"{s} ALIKED-t16 skipped: {w} absent")
         best = min(row[f"tiny_{be}_ms"] for be in args.backends.split(","))
-        if row.get("loftr_random_ms"):
-            row["speedup_vs_loftr"] = row["loftr_random_ms"] / best
-        if row.get("aliked_t16_ms"):
-            row["speedup_vs_aliked_t16"] = row["aliked_t16_ms"] / best
+        for peer in ("loftr_random", "aliked_t16"):
+            if row.get(f"{peer}_ms"):
+                row[f"speedup_vs_{peer}"] = row[f"{peer}_ms"] / best
+                row[f"shipped_speedup_vs_{peer}"] = row[f"{peer}_ms"] / row[key]
         if "tiny_onnxruntime_ms" in row and "tiny_torch_ms" in row:
             row["onnxruntime_over_torch"] = row["tiny_onnxruntime_ms"] / row["tiny_torch_ms"]
         results["rows"].append(row)
