@@ -119,11 +119,12 @@ def main() -> int:
             print(f"{s} tiny/{be}: {row[f'tiny_{be}_ms']:.1f} ms", flush=True)
         # The product as shipped: its fixed working size whatever the cameras' resolution.
         from distillmatch_ros.matcher import Matcher
-        shipped = Matcher.from_pretrained(backend="onnxruntime")
-        key = f"shipped_{shipped.input_size[0]}x{shipped.input_size[1]}_onnxruntime_ms"
-        row[key] = median_ms(lambda: shipped.match(vis, th), args.repeats, warmup=2)
-        print(f"{s} shipped matcher (working {shipped.input_size[0]}x{shipped.input_size[1]}, onnxruntime): "
-              f"{row[key]:.1f} ms", flush=True)
+        for be in args.backends.split(","):
+            shipped = Matcher.from_pretrained(backend=be)
+            ws = f"{shipped.input_size[0]}x{shipped.input_size[1]}"
+            row[f"shipped_{ws}_{be}_ms"] = median_ms(lambda: shipped.match(vis, th), args.repeats, warmup=2)
+            print(f"{s} shipped matcher (working {ws}, {be}): {row[f'shipped_{ws}_{be}_ms']:.1f} ms", flush=True)
+        key = f"shipped_{ws}_onnxruntime_ms" if "onnxruntime" in args.backends else f"shipped_{ws}_{be}_ms"
         if not args.no_peers:
             row["loftr_random_ms"] = median_ms(loftr_fn(size), args.peer_repeats)
             print(f"{s} LoFTR (random weights): {row['loftr_random_ms']:.1f} ms", flush=True)
