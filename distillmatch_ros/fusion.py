@@ -49,10 +49,11 @@ def footprint(H: np.ndarray, thermal_shape, visible_shape) -> np.ndarray:
 
 
 def warp_thermal(thermal_u8: np.ndarray, H: np.ndarray, visible_shape) -> Tuple[np.ndarray, np.ndarray]:
-    """The thermal image resampled on the visible pixel grid, and a bool mask of where it is defined."""
+    """The thermal image resampled on the visible pixel grid, and the uint8 mask (255 inside) of
+    where it is defined."""
     h, w = visible_shape[:2]
     warped = cv2.warpPerspective(thermal_u8, H, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    return warped, footprint(H, thermal_u8.shape, visible_shape) > 0
+    return warped, footprint(H, thermal_u8.shape, visible_shape)
 
 
 def fuse(visible: np.ndarray, thermal: np.ndarray, H: Optional[np.ndarray], mode: str = "alpha",
@@ -63,10 +64,7 @@ def fuse(visible: np.ndarray, thermal: np.ndarray, H: Optional[np.ndarray], mode
     vis = _bgr(visible)
     if H is None:
         return vis.copy()
-    th = normalize_thermal(thermal)
-    h, w = vis.shape[:2]
-    warped = cv2.warpPerspective(th, H, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    mask = footprint(H, th.shape, vis.shape)
+    warped, mask = warp_thermal(normalize_thermal(thermal), H, vis.shape)
     if mode == "alpha":
         colour = cv2.applyColorMap(warped, colormap)
         blended = cv2.addWeighted(vis, 1.0 - alpha, colour, alpha, 0.0)
