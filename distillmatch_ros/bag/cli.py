@@ -167,6 +167,6 @@ def run(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="distillmatch")
-    add_subcommands(ap.add_subparsers(dest="command", required=True))
-    return run(ap.parse_args(argv))
+    """``python -m distillmatch_ros.bag``: the package's ``distillmatch`` command (one parser)."""
+    from ..cli import main as package_main
+    return package_main(argv)
