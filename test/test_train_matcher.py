@@ -128,3 +128,29 @@ def test_export_round_trip(tmp_path, data_root):
     assert m.model_card["name"] == "roundtrip" and m.input_size == (80, 64)
     z = np.load(next((data_root / "val").glob("*.npz")))
     assert len(m.match(z["visible"], z["thermal"]).visible_points) >= 0
+
+
+def test_fine_regression_term_is_zero_only_at_the_exact_point():
+    """loss.fine_reg pulls each fine level's soft-argmax to the exact thermal point: it is zero
+    when both levels sit on it, grows with the offset, and carries a gradient to the positions."""
+    from training.losses_match import apply_h, fine_losses
+    torch.manual_seed(0)
+    H = torch.tensor([[[1.05, 0.02, 3.0], [-0.01, 0.97, -2.0], [1e-4, 0.0, 1.0]]])
+    pv = torch.rand(1, 6, 2) * 60 + 10
+    exact = apply_h(torch.linalg.inv(H), pv)
+
+    def losses(offset: float):
+        p4 = (exact + offset).requires_grad_(True)
+        p2 = (exact + offset / 2).requires_grad_(True)
+        out = {"coarse_visible": pv, "coarse_thermal": exact.round(), "fine4_thermal": p4, "fine2_thermal": p2,
+               "fine4_logits": torch.zeros(1, 6, 25), "fine2_logits": torch.zeros(1, 6, 9),
+               "visible_points": pv, "thermal_points": exact}
+        return fine_losses(out, H, torch.ones(1, 6, dtype=torch.bool)), p4
+
+    at_truth, _ = losses(0.0)
+    assert float(at_truth["fine_reg"]) == pytest.approx(0.0, abs=1e-5)
+    near, _ = losses(0.5)
+    far, p4 = losses(1.5)
+    assert 0 < float(near["fine_reg"]) < float(far["fine_reg"])
+    far["fine_reg"].backward()
+    assert p4.grad is not None and float(p4.grad.abs().sum()) > 0

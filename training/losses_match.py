@@ -92,6 +92,12 @@ def fine_losses(out: Dict[str, torch.Tensor], H_t2v: torch.Tensor, mask: torch.T
     loss4 = focal_ce(out["fine4_logits"], t4, mask & ok4)
     t2, ok2 = _window_target(p_true, out["fine4_thermal"].detach(), windows[1], 2.0)
     loss2 = focal_ce(out["fine2_logits"], t2, mask & ok2)
+    # The window classifications above are at the window's stride; the soft-argmax positions
+    # they feed forward also get a direct regression target (LoFTR's fine L2 term), so each
+    # level's expectation is pulled to the exact point, not only its argmax cell.
+    m4 = (mask & ok4).float()
+    reg = ((out["fine4_thermal"] - p_true).norm(dim=-1) / 4.0 + (out["fine2_thermal"] - p_true).norm(dim=-1) / 2.0)
+    reg = (reg * m4).sum() / m4.sum().clamp(min=1)
     # Sub-pixel: the refined pair must be consistent with H (error measured in visible pixels).
     err = out["visible_points"] - apply_h(H_t2v, out["thermal_points"])
     m = (mask & ok4).float()
@@ -99,4 +105,4 @@ def fine_losses(out: Dict[str, torch.Tensor], H_t2v: torch.Tensor, mask: torch.T
         / m.sum().clamp(min=1)
     with torch.no_grad():
         px = (err.norm(dim=-1) * m).sum() / m.sum().clamp(min=1)
-    return {"fine4": loss4, "fine2": loss2, "subpixel": sub, "fine_err_px": px}
+    return {"fine4": loss4, "fine2": loss2, "fine_reg": reg, "subpixel": sub, "fine_err_px": px}

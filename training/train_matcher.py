@@ -141,6 +141,8 @@ def compute_losses(net, model_cfg, batch, cfg, teacher=None, kd_fn=None, amp=Fal
     losses = {"coarse": focal_coarse_loss(out["conf"], gt)}
     fl = fine_losses(out, batch["H_t2v"].float(), mask, (model_cfg["fine_window_4"], model_cfg["fine_window_2"]))
     fine_err = fl.pop("fine_err_px")
+    if not w.get("fine_reg", 0.0):  # configs older than the term train without it
+        fl.pop("fine_reg")
     losses.update(fl)
     if w["modality"] > 0:
         logits_v, logits_t = out["modality_logits"].chunk(2)

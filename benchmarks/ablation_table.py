@@ -1,0 +1,68 @@
+"""The ablation table of models/MODEL_CARD.md: each run's best checkpoint on both val sets.
+
+    python benchmarks/ablation_table.py runs/ablation --json runs/ablation/table.json
+
+Every checkpoint is scored with the EVALUATION.md protocol (``evaluation.evaluate_matcher``,
+the same numbers as ../shared/tools/peer_eval.py) through ``Matcher``, at one threshold and at
+the working size the runs trained at, so the rows differ only in what each run switched off.
+The runs themselves come from ``training.train_matcher --ablation full|no_kd|no_v2i|no_cefg``
+with one seed and one step budget (commands in models/MODEL_CARD.md).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from distillmatch_ros.checkpoint import load_checkpoint  # noqa: E402
+from distillmatch_ros.evaluation import evaluate_matcher  # noqa: E402
+from distillmatch_ros.matcher import Matcher  # noqa: E402
+
+ROWS = (("full", "full model"), ("no_kd", "without distillation (L_KD)"),
+        ("no_v2i", "without V2I-GAN pseudo-infrared"), ("no_cefg", "without modality-category injection (CEFG)"))
+SETS = ("roadscene_homography", "roadscene_deform")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", help="folder holding full/, no_kd/, no_v2i/, no_cefg/ (each with best.pt)")
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--threshold", type=float, default=0.1)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    for name in SETS:
+        if not (Path(a.data) / name).is_dir():
+            raise SystemExit(f"{Path(a.data) / name} not found: the ablation is scored on the val sets of "
+                             "../shared/data (set --data)")
+    table = {}
+    for key, label in ROWS:
+        ckpt = Path(a.runs) / key / "best.pt"
+        if not ckpt.exists():
+            print(f"skipping {key}: {ckpt} missing", file=sys.stderr)
+            continue
+        model, card = load_checkpoint(ckpt)
+        m = Matcher.from_model(model, backend="torch", card=card, match_threshold=a.threshold)
+        row = {"label": label, "step": card.get("step"), "train_seconds": card.get("train_seconds")}
+        for s in SETS:
+            r = evaluate_matcher(m.match, str(Path(a.data) / s))
+            row[s] = {k: round(float(r[k]), 3) for k in ("auc3", "auc5", "auc10", "prec3", "ncm")}
+        table[key] = row
+        print(key, json.dumps(row), flush=True)
+    print("\n| variant | steps | homography AUC@3/5/10 | homography prec@3 | deform AUC@3/5/10 | deform prec@3 |")
+    print("|---|---|---|---|---|---|")
+    for key, row in table.items():
+        h, d = row[SETS[0]], row[SETS[1]]
+        print(f"| {row['label']} | {row['step']} | {h['auc3']:.3f} / {h['auc5']:.3f} / {h['auc10']:.3f} | "
+              f"{h['prec3']:.3f} | {d['auc3']:.3f} / {d['auc5']:.3f} / {d['auc10']:.3f} | {d['prec3']:.3f} |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
