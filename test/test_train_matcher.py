@@ -154,3 +154,15 @@ def test_fine_regression_term_is_zero_only_at_the_exact_point():
     assert 0 < float(near["fine_reg"]) < float(far["fine_reg"])
     far["fine_reg"].backward()
     assert p4.grad is not None and float(p4.grad.abs().sum()) > 0
+
+
+def test_temperature_group_gets_its_learning_rate_multiplier():
+    """train.temperature_lr_mult puts the fine log-temperatures in their own group (no weight
+    decay); at 1 there is one group in model order, so states saved before the split resume."""
+    from distillmatch_ros.model import build_model
+    model = build_model("tiny", input_size=[64, 64], pretrained_backbone=False)
+    one = tm.param_groups(model, {"train": {"temperature_lr_mult": 1.0}})
+    assert len(one) == 1 and [id(p) for p in one[0]["params"]] == [id(p) for p in model.parameters()]
+    two = tm.param_groups(model, {"train": {"temperature_lr_mult": 50.0}})
+    assert len(two) == 2 and two[1]["lr_mult"] == 50.0 and two[1]["weight_decay"] == 0.0
+    assert {id(p) for p in two[1]["params"]} == {id(model.fine4.log_scale), id(model.fine2.log_scale)}

@@ -183,6 +183,23 @@ def freeze_early_backbone(model, blocks: int) -> int:
     return n
 
 
+def param_groups(model, cfg) -> List[Dict[str, Any]]:
+    """Trainable parameters; the fine windows' log-temperatures get their own group.
+
+    Adam moves a scalar by about ``lr`` per step whatever its gradient, so at lr 5e-4 a
+    log-temperature needs thousands of steps to change the window softmax's sharpness by e;
+    ``train.temperature_lr_mult`` (no weight decay) lets it follow the features.
+    """
+    temps, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (temps if name.endswith("log_scale") else rest).append(p)
+    mult = float(cfg["train"].get("temperature_lr_mult", 1.0))
+    if not temps or mult == 1.0:  # one group in model order: states saved before the split resume
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    return [{"params": rest}, {"params": temps, "weight_decay": 0.0, "lr_mult": mult}]
+
+
 def lr_at(progress: float, step: int, cfg) -> float:
     warm = cfg["train"]["warmup_steps"]
     base = cfg["train"]["lr"]
@@ -270,7 +287,7 @@ def main(argv=None) -> int:
     if frozen:
         log(f"froze the ImageNet stem and backbone blocks < {cfg['train']['freeze_backbone_blocks']} "
             f"({frozen / 1e3:.0f} k parameters): the high-resolution part dominates CPU backward time")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"])
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"])
     step, elapsed_before, best = 0, 0.0, -1.0
     last_path = out_dir / "last.pt"
     if last_path.exists() and not args.no_resume:
@@ -346,7 +363,7 @@ def main(argv=None) -> int:
             break
         lr = lr_at(progress, step, cfg)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
         batch = source.batch(bs)
         total, losses, fine_err = compute_losses(ddp_model, model.config, batch, cfg, teacher, kd_fn, amp,
                                                  device.type)
