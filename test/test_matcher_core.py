@@ -206,3 +206,29 @@ def test_runtime_threshold_filters(matcher):
         matcher.set_options(match_threshold=2.0)
     with pytest.raises(ValueError, match="unknown"):
         matcher.set_options(bogus=1)
+
+
+def test_centred_fine_correlation_sharpens_smooth_windows():
+    """model.fine_correlation='centred' removes the window's shared feature before the cosine:
+    on a smooth feature map (neighbours nearly alike) the plain cosine barely varies across the
+    window, the centred one peaks clearly, and both put the peak on the true cell."""
+    import torch
+    from distillmatch_ros.model.config import make_config
+    from distillmatch_ros.model.fine import FineLevel
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    # 8 channels: a large constant plus slow ramps, like post-ReLU features of a flat region
+    feat = torch.stack([5.0 + 0.05 * xx, 5.0 + 0.05 * yy, 5.0 - 0.05 * xx, 5.0 - 0.05 * yy] * 2)[None]
+    pts = torch.tensor([[[20.0, 24.0], [36.0, 28.0]]])  # pixels of a 64x64 image (feature stride 2)
+    spreads = {}
+    for centred in (False, True):
+        level = FineLevel(8, 3, 2, centred)
+        with torch.no_grad():
+            level.proj.weight.copy_(torch.eye(8))
+            level.proj.bias.zero_()
+            logits, expected, _ = level(feat, feat, pts, pts, (64, 64))
+        assert (logits.argmax(-1) == 4).all()
+        spreads[centred] = float((logits.max(-1).values - logits.min(-1).values).mean())
+    assert spreads[True] > 20 * spreads[False]
+    with pytest.raises(ValueError, match="fine_correlation"):
+        make_config("tiny", fine_correlation="dot")

@@ -25,6 +25,7 @@ TINY: Dict[str, Any] = {
     "fine_window_4": 5,           # window (cells) searched at 1/4
     "fine_window_2": 3,           # window (cells) searched at 1/2
     "temperature": 0.1,           # dual-softmax temperature
+    "fine_correlation": "cosine", # fine windows: "cosine" or "centred" (window mean removed first)
 }
 
 BASE: Dict[str, Any] = dict(TINY, **{
@@ -51,6 +52,8 @@ def make_config(preset: str = "tiny", **overrides: Any) -> Dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown model config keys: {sorted(unknown)}")
     cfg.update(overrides)
+    if cfg["fine_correlation"] not in ("cosine", "centred"):
+        raise ValueError(f"fine_correlation must be 'cosine' or 'centred', got {cfg['fine_correlation']!r}")
     return cfg
 
 

@@ -48,8 +48,9 @@ class DistillMatch(nn.Module):
         for conv in (self.coarse_to_fine4, self.fine4_to_fine2):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
-        self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4)
-        self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2)
+        centred = cfg["fine_correlation"] == "centred"
+        self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4, centred)
+        self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2, centred)
         self.refine = SubpixelRefiner(d2, cfg["fine_window_2"], 2)
         self.match_threshold = float(cfg["match_threshold"])
         self.max_matches = int(cfg["max_matches"])

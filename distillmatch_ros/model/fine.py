@@ -37,9 +37,9 @@ def window_offsets(window: int, stride: float, device=None) -> torch.Tensor:
 class FineLevel(nn.Module):
     """Searches a window of one feature level for the thermal position of each visible point."""
 
-    def __init__(self, dim: int, window: int, stride: int):
+    def __init__(self, dim: int, window: int, stride: int, centred: bool = False):
         super().__init__()
-        self.window, self.stride = window, stride
+        self.window, self.stride, self.centred = window, stride, centred
         self.proj = nn.Linear(dim, dim)
         # Cosine similarity times a learnable temperature (log-parametrised, starts at 10): raw
         # ReLU features correlate positively everywhere, which left the window softmax flat.
@@ -48,10 +48,16 @@ class FineLevel(nn.Module):
     def forward(self, feat_v, feat_t, pv, pt, size_wh):
         """Returns window logits [B,K,w*w], soft-argmax thermal position [B,K,2], window pixels [B,K,w*w,2]."""
         b, k, _ = pt.shape
-        fv = F.normalize(self.proj(sample_points(feat_v, pv, size_wh)), dim=-1)   # [B,K,C]
+        fv = self.proj(sample_points(feat_v, pv, size_wh))   # [B,K,C]
         win = pt.unsqueeze(2) + window_offsets(self.window, self.stride, pt.device)  # [B,K,n,2]
         ft = self.proj(sample_points(feat_t, win.reshape(b, -1, 2), size_wh)).reshape(b, k, -1, fv.shape[-1])
-        ft = F.normalize(ft, dim=-1)
+        if self.centred:
+            # Remove the feature every window cell shares before the cosine (NCC across the
+            # window): neighbouring 1/2-level features are so alike that the plain cosine varied
+            # by about 0.02 over a 3x3 window even on identical images (fine_level_probe.py).
+            mu = ft.mean(dim=2, keepdim=True)
+            ft, fv = ft - mu, fv - mu.squeeze(2)
+        fv, ft = F.normalize(fv, dim=-1), F.normalize(ft, dim=-1)
         logits = torch.einsum("bkc,bknc->bkn", fv, ft) * self.log_scale.exp()
         prob = torch.softmax(logits, dim=-1)
         expected = (prob.unsqueeze(-1) * win).sum(dim=2)
