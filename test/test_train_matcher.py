@@ -72,7 +72,7 @@ def test_objective_decreases_on_a_fixed_batch(data_root):
         total.backward()
         opt.step()
     final = {k: v.item() for k, v in tm.compute_losses(model, model.config, batch, cfg, teacher, kd)[1].items()}
-    assert set(final) == {"coarse", "fine4", "fine2", "subpixel", "modality", "kd"}
+    assert set(final) == {"coarse", "fine4", "fine2", "fine_reg", "subpixel", "modality", "kd"}
     assert sum(final.values()) < 0.8 * sum(first.values())
     assert final["kd"] < first["kd"] and final["modality"] < first["modality"]
 
