@@ -229,6 +229,14 @@ class Tester:
 
     def diag_values(self, min_stamp_ns: int = 0) -> Optional[Dict[str, Any]]:
         """Key/values and levels of the newest /diagnostics message from the matcher node."""
+        history = self.diag_history(min_stamp_ns)
+        return history[-1] if history else None
+
+    def diag_history(self, min_stamp_ns: int = 0) -> List[Dict[str, Any]]:
+        """Every matcher-node /diagnostics message stamped at or after ``min_stamp_ns``, oldest
+        first. A bad input is reported in the one diagnostics period it arrived in, so a check
+        for it must look at all periods since it was sent, not only the newest."""
+        found: List[Dict[str, Any]] = []
         for arr in reversed(self.peek("diag")):
             stamp = arr.header.stamp.sec * 1_000_000_000 + arr.header.stamp.nanosec
             if stamp < min_stamp_ns:
@@ -242,8 +250,8 @@ class Tester:
                 out[f"{kind}.message"] = st.message
                 out.update({kv.key: kv.value for kv in st.values})
             if out:
-                return out
-        return None
+                found.append(out)
+        return found[::-1]
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
