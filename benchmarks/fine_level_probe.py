@@ -47,7 +47,8 @@ def stage_errors(m: Matcher, files, threshold: float):
             errs[name].append(e[np.isfinite(e)])
     return {name: {"median_px": float(np.median(np.concatenate(v))),
                    "under_3px": float(np.mean(np.concatenate(v) < 3)),
-                   "under_1.5px": float(np.mean(np.concatenate(v) < 1.5))} for name, v in errs.items()}
+                   "under_1.5px": float(np.mean(np.concatenate(v) < 1.5)),
+                   "under_8px": float(np.mean(np.concatenate(v) < 8))} for name, v in errs.items()}
 
 
 def window_sharpness(m: Matcher, files):
