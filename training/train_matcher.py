@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from distillmatch_ros.checkpoint import save_checkpoint
+from distillmatch_ros.checkpoint import read_checkpoint, save_checkpoint
+from distillmatch_ros.errors import CheckpointError
 from distillmatch_ros.model import build_model
 from training.losses_kd import KDLoss, modality_ce
 from training.losses_match import coarse_ground_truth, fine_losses, focal_coarse_loss, sample_gt_pairs
@@ -157,13 +158,18 @@ def compute_losses(net, model_cfg, batch, cfg, teacher=None, kd_fn=None, amp=Fal
 
 
 def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """Weights of an inference checkpoint (``best.pt``, a shipped model) or a training state."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        return obj["model"]
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        return obj["state_dict"]
-    raise SystemExit(f"--init {path}: neither a checkpoint nor a training state")
+    """Weights of an inference checkpoint (``best.pt``, a shipped model) or a training state,
+    without building a model: ``--init`` may come from a different architecture config."""
+    try:
+        return read_checkpoint(path)["state_dict"]
+    except CheckpointError as exc:
+        try:  # a training state (OUT/last.pt) is a plain dict with a "model" section
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - unreadable: report the checkpoint reader's diagnosis
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+            return obj["model"]
+        raise SystemExit(f"--init {path}: neither a checkpoint nor a training state ({exc})") from exc
 
 
 def freeze_early_backbone(model, blocks: int) -> int:
