@@ -45,10 +45,12 @@ def stage_errors(m: Matcher, files, threshold: float):
             kt = scale_points(out[key][0].numpy()[keep], m.input_size, th.shape)
             e = np.linalg.norm(truth(kt) - kv, axis=1) / truth.scale
             errs[name].append(e[np.isfinite(e)])
-    return {name: {"median_px": float(np.median(np.concatenate(v))),
-                   "under_3px": float(np.mean(np.concatenate(v) < 3)),
-                   "under_1.5px": float(np.mean(np.concatenate(v) < 1.5)),
-                   "under_8px": float(np.mean(np.concatenate(v) < 8))} for name, v in errs.items()}
+    report = {}
+    for name, per_pair in errs.items():
+        e = np.concatenate(per_pair)
+        report[name] = {"median_px": float(np.median(e)), "under_1.5px": float(np.mean(e < 1.5)),
+                        "under_3px": float(np.mean(e < 3)), "under_8px": float(np.mean(e < 8))}
+    return report
 
 
 def window_sharpness(m: Matcher, files):

@@ -40,7 +40,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("sync_warn_after", 3.0, "Warn when both cameras publish but no pair forms for this long [s]",
               dynamic=True, range=(0.1, 3600.0)),
     # -- matcher ----------------------------------------------------------------------
-    ParamSpec("match_threshold", 0.1, "Match confidence threshold (the shipped model was tuned at 0.1)", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("match_threshold", 0.1, "Match confidence threshold (the shipped model was tuned at 0.1)",
+              dynamic=True, range=(0.0, 1.0)),
     ParamSpec("ransac_threshold", 3.0, "Homography inlier threshold [visible px]", dynamic=True,
               range=(0.1, 100.0)),
     ParamSpec("thermal_low_pct", 1.0, "Thermal normalisation: low percentile", dynamic=True, range=(0.0, 50.0)),

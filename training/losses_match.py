@@ -95,12 +95,11 @@ def fine_losses(out: Dict[str, torch.Tensor], H_t2v: torch.Tensor, mask: torch.T
     # The window classifications above are at the window's stride; the soft-argmax positions
     # they feed forward also get a direct regression target (LoFTR's fine L2 term), so each
     # level's expectation is pulled to the exact point, not only its argmax cell.
-    m4 = (mask & ok4).float()
+    m = (mask & ok4).float()  # matches whose exact point lies in the 1/4 window
     reg = ((out["fine4_thermal"] - p_true).norm(dim=-1) / 4.0 + (out["fine2_thermal"] - p_true).norm(dim=-1) / 2.0)
-    reg = (reg * m4).sum() / m4.sum().clamp(min=1)
+    reg = (reg * m).sum() / m.sum().clamp(min=1)
     # Sub-pixel: the refined pair must be consistent with H (error measured in visible pixels).
     err = out["visible_points"] - apply_h(H_t2v, out["thermal_points"])
-    m = (mask & ok4).float()
     sub = (F.smooth_l1_loss(err, torch.zeros_like(err), reduction="none", beta=1.0).sum(-1) * m).sum() \
         / m.sum().clamp(min=1)
     with torch.no_grad():

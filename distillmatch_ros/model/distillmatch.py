@@ -105,7 +105,6 @@ class DistillMatch(nn.Module):
             out["student_features"] = self.semantic.project(s8)  # [2B, teacher_dim, h/8, w/8]
         return out
 
-
     def _inject_coarse(self, cv, ct, grid, f4v, f4t, f2v, f2t):
         b, _, c = cv.shape
         out = []
