@@ -86,3 +86,26 @@ def test_train_fine_runs_and_resumes(tmp_path, training_data_root):
     assert train_fine.main([*args, "--max-minutes", "0.1"]) == 0
     assert "resumed from" in (out / "train.log").read_text()
     assert torch.load(out / "last.pt", weights_only=True)["step"] > first
+
+
+def test_local_expectation_is_not_pulled_to_the_window_centre():
+    from distillmatch_ros.model.fine import local_expectation, window_offsets
+    win = window_offsets(5, 4.0).view(1, 1, 25, 2)  # offsets -8..8 around 0
+    logits = torch.zeros(1, 1, 25)
+    logits[0, 0, 4] = 3.0  # one clear peak at the top-right corner cell (+8, -8)
+    soft = (torch.softmax(logits, -1).unsqueeze(-1) * win).sum(2)
+    local = local_expectation(logits, win, 5)
+    # The whole-window soft-argmax lands well inside (the flat rest pulls it to the centre);
+    # around the argmax only the neighbours weigh in, and the corner clamps to the peak.
+    assert soft[0, 0, 0] < 5.0
+    assert local[0, 0, 0] > 7.0 and local[0, 0, 1] < -7.0
+    logits = torch.full((1, 1, 25), -10.0)
+    logits[0, 0, 12], logits[0, 0, 13] = 2.0, 2.0  # two equal cells: halfway between them
+    torch.testing.assert_close(local_expectation(logits, win, 5), torch.tensor([[[2.0, 0.0]]]), atol=1e-3, rtol=0)
+
+
+def test_old_checkpoints_keep_the_whole_window_read_out():
+    cfg = {k: v for k, v in make_config("tiny").items() if k != "fine_expectation"}
+    assert complete_config(cfg)["fine_expectation"] == "soft"
+    assert make_config("tiny")["fine_expectation"] == "local"
+    assert _model().cross_fine.level4.local and not _model(fine_expectation="soft").cross_fine.level4.local

@@ -46,12 +46,30 @@ def fine_mode(model) -> None:
     model.cross_fine.train()
 
 
-def start_points(batch, points: int, coarse_noise: float, gen: torch.Generator):
-    """Visible cell centres, the thermal cell centres a coarse match would give, and a mask."""
+def cell_texture(img: torch.Tensor) -> torch.Tensor:
+    """Mean gradient magnitude of each 1/8 cell, [B, cells] (row-major like the coarse grid)."""
+    gx = img[..., :, 1:] - img[..., :, :-1]
+    gy = img[..., 1:, :] - img[..., :-1, :]
+    mag = torch.nn.functional.pad(gx.abs(), (0, 1)) + torch.nn.functional.pad(gy.abs(), (0, 0, 0, 1))
+    return torch.nn.functional.avg_pool2d(mag, 8).flatten(1)
+
+
+def start_points(batch, points: int, coarse_noise: float, gen: torch.Generator, textured: float = 1.0):
+    """Visible cell centres, the thermal cell centres a coarse match would give, and a mask.
+
+    With ``textured`` > 0, cells are drawn in proportion to the texture of both images there
+    (to that power): the coarse level returns its confident matches on structure, and a flat
+    cell (sky, road) has no position to learn, only noise to add to the gradient.
+    """
     h, w = batch["visible"].shape[-2:]
     gh, gw = h // 8, w // 8
     H = batch["H_t2v"].float()
     gt = coarse_ground_truth(H, gh, gw)
+    if textured > 0:
+        tv = cell_texture(batch["visible"].float())
+        tt = torch.gather(cell_texture(batch["thermal"].float()), 1, gt["match_t"])
+        weight = ((tv * tt).clamp(min=0).sqrt() + 1e-3) ** textured
+        gt = dict(gt, positive=gt["positive"].float() * weight)
     idx_v, _, mask = sample_gt_pairs(gt, points, generator=gen)
     pv = cell_centres(idx_v, gw)
     p_true = apply_h(torch.linalg.inv(H), pv)
@@ -76,6 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="crops per step")
     ap.add_argument("--points", type=int, default=64, help="supervised matches per crop")
     ap.add_argument("--crop", default="160x128", help="WxH of the training crops (the stage only looks locally)")
+    ap.add_argument("--textured", type=float, default=2.0,
+                    help="draw cells in proportion to their texture to this power (0: uniformly)")
     ap.add_argument("--coarse-noise", type=float, default=2.5, help="px of jitter before picking the thermal cell")
     ap.add_argument("--val-every", type=int, default=400)
     ap.add_argument("--train-sets", default="roadscene:train,tno,m3svd",
@@ -184,7 +204,7 @@ def main(argv=None) -> int:
         idx = torch.randint(0, source.n, (args.batch,), generator=source.cpu_gen)
         batch = source.synth(source.vis[idx], source.th[idx], out_hw=source.out_hw, generator=source.gen,
                              pseudo_ir=None, p_pseudo_ir=0.0, conf=synth_conf)
-        pv, pt0, mask = start_points(batch, args.points, args.coarse_noise, point_gen)
+        pv, pt0, mask = start_points(batch, args.points, args.coarse_noise, point_gen, args.textured)
         out = model.forward_fine(batch["visible"], batch["thermal"], pv, pt0)
         losses = fine_losses(out, batch["H_t2v"].float(), mask, windows)
         err = losses.pop("fine_err_px")

@@ -26,6 +26,7 @@ TINY: Dict[str, Any] = {
     "fine_window_2": 3,           # window (cells) searched at 1/2
     "temperature": 0.1,           # dual-softmax temperature
     "fine_correlation": "cosine", # "window" stage only: "cosine" or "centred" (window mean removed first)
+    "fine_expectation": "local",  # "local": soft-argmax around each window's argmax; "soft": whole window (biased)
     "fine_stage": "cross",        # "cross": windows attend to each other (cross_fine.py); "window": per-image features
     "cross_fine_dims": [32, 32],  # "cross" stage: fine feature / token width at 1/2 and 1/4
     "cross_fine_layers": 1,       # "cross" stage: attention layers per level (cross, optionally self first)
@@ -65,6 +66,8 @@ def make_config(preset: str = "tiny", **overrides: Any) -> Dict[str, Any]:
 def check_config(cfg: Dict[str, Any]) -> None:
     if cfg["fine_correlation"] not in ("cosine", "centred"):
         raise ValueError(f"fine_correlation must be 'cosine' or 'centred', got {cfg['fine_correlation']!r}")
+    if cfg["fine_expectation"] not in ("local", "soft"):
+        raise ValueError(f"fine_expectation must be 'local' or 'soft', got {cfg['fine_expectation']!r}")
     if cfg["fine_stage"] not in ("cross", "window"):
         raise ValueError(f"fine_stage must be 'cross' or 'window', got {cfg['fine_stage']!r}")
 
@@ -74,6 +77,8 @@ def complete_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     base = copy.deepcopy(PRESETS.get(cfg.get("preset", "tiny"), TINY))
     if "fine_stage" not in cfg:  # written before the cross-modal stage existed
         base["fine_stage"] = "window"
+    if "fine_expectation" not in cfg:  # written before the local expectation existed
+        base["fine_expectation"] = "soft"
     base.update(cfg)
     check_config(base)
     return base

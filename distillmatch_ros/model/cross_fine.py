@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fine import sample_points, window_offsets
+from .fine import local_expectation, sample_points, window_offsets
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 1) -> nn.Sequential:
@@ -94,9 +94,9 @@ class CrossWindowLevel(nn.Module):
     """
 
     def __init__(self, dim: int, window: int, vis_window: int, stride: int, layers: int, heads: int,
-                 self_attention: bool):
+                 self_attention: bool, local: bool = True):
         super().__init__()
-        self.window, self.vis_window, self.stride = window, vis_window, stride
+        self.window, self.vis_window, self.stride, self.local = window, vis_window, stride, local
         self.pos_t = nn.Parameter(torch.randn(1, window * window, dim) * 0.02)
         self.pos_v = nn.Parameter(torch.randn(1, vis_window * vis_window, dim) * 0.02)
         self.self_blocks = nn.ModuleList(TokenAttention(dim, heads) for _ in range(layers if self_attention else 0))
@@ -123,7 +123,10 @@ class CrossWindowLevel(nn.Module):
         logits = (F.normalize(tt, dim=-1) @ centre.unsqueeze(-1)).squeeze(-1) * self.log_scale.exp()
         logits = logits.reshape(b, k, -1)
         prob = torch.softmax(logits, dim=-1)
-        expected = (prob.unsqueeze(-1) * win).sum(dim=2)
+        if self.local:  # fine.local_expectation says why
+            expected = local_expectation(logits, win, self.window)
+        else:
+            expected = (prob.unsqueeze(-1) * win).sum(dim=2)
         return logits, expected, tv, tt, prob
 
 
@@ -135,9 +138,10 @@ class CrossFine(nn.Module):
         d2, d4 = int(cfg["cross_fine_dims"][0]), int(cfg["cross_fine_dims"][1])
         layers, heads = int(cfg["cross_fine_layers"]), int(cfg["cross_fine_heads"])
         self_attn, vw = bool(cfg["cross_fine_self_attention"]), int(cfg["cross_fine_vis_window"])
+        local = cfg["fine_expectation"] == "local"
         self.features = FineFeatures(c2, c4, d2, d4)
-        self.level4 = CrossWindowLevel(d4, int(cfg["fine_window_4"]), vw, 4, layers, heads, self_attn)
-        self.level2 = CrossWindowLevel(d2, int(cfg["fine_window_2"]), vw, 2, layers, heads, self_attn)
+        self.level4 = CrossWindowLevel(d4, int(cfg["fine_window_4"]), vw, 4, layers, heads, self_attn, local)
+        self.level2 = CrossWindowLevel(d2, int(cfg["fine_window_2"]), vw, 2, layers, heads, self_attn, local)
         n2 = int(cfg["fine_window_2"]) ** 2
         self.subpixel = nn.Sequential(nn.Linear(2 * d2 + n2, 64), nn.ReLU(inplace=True), nn.Linear(64, 4))
         nn.init.zeros_(self.subpixel[-1].weight)  # starts as "no offset"

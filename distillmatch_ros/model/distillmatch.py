@@ -58,8 +58,9 @@ class DistillMatch(nn.Module):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
         centred = cfg["fine_correlation"] == "centred"
-        self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4, centred)
-        self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2, centred)
+        local = cfg["fine_expectation"] == "local"
+        self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4, centred, local)
+        self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2, centred, local)
         self.refine = SubpixelRefiner(d2, cfg["fine_window_2"], 2)
 
     def forward(self, visible: torch.Tensor, thermal: torch.Tensor,
