@@ -253,7 +253,7 @@ def orientation_descriptor(gray: np.ndarray, bins: int = 8, sigma: float = 2.0) 
     return (d / norm).astype(np.float32), np.sqrt(gx * gx + gy * gy)
 
 
-def dense_correspondences(H: np.ndarray, thermal: np.ndarray, visible: np.ndarray, step: int = 24,
+def dense_correspondences(H: np.ndarray, thermal: np.ndarray, visible: np.ndarray, step: int = 16,
                           radius: int = 16, search: int = 8, min_grad: float = 4.0
                           ) -> Tuple[np.ndarray, np.ndarray]:
     """Thermal points and their visible positions found by template search around ``H``.

@@ -28,6 +28,7 @@ DEFAULT_OPTIONS: Dict[str, Any] = {
     "thermal_low_pct": 1.0,     # robust 16-bit/float thermal normalisation
     "thermal_high_pct": 99.0,
     "thermal_clahe": False,
+    "thermal_min_span": 0.0,    # narrowest raw range stretched to 8 bits; 0 = per dtype (preprocess.MIN_SPAN)
     **verification.DEFAULTS,    # structure check and homography verification (verification.py)
 }
 
@@ -111,13 +112,16 @@ class Matcher:
             self.options["match_threshold"] = float(self.model.config["match_threshold"])
         if not 0.0 <= float(self.options["match_threshold"]) <= 1.0:
             raise ValueError("match_threshold must be in [0, 1]")
+        span = self.options["thermal_min_span"]
+        if isinstance(span, bool) or not isinstance(span, (int, float)) or not 0 <= span < float("inf"):
+            raise ValueError(f"thermal_min_span must be a number >= 0, got {span!r}")
         verification.check_options(self.options)
 
     def prepare(self, visible: np.ndarray, thermal: np.ndarray):
         """Validate, convert to gray uint8 and resize both images to the working size."""
         vis = check_visible(visible)
         th = normalize_thermal(thermal, self.options["thermal_low_pct"], self.options["thermal_high_pct"],
-                               self.options["thermal_clahe"])
+                               self.options["thermal_clahe"], self.options["thermal_min_span"])
         return vis, th, self._to_tensor(vis), self._to_tensor(th)
 
     def _to_tensor(self, gray: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
                 vis = visible_to_numpy(vmsg)
                 th = thermal_to_numpy(tmsg)
                 th8 = normalize_thermal(th, opts.get("thermal_low_pct", 1.0), opts.get("thermal_high_pct", 99.0),
-                                        opts.get("thermal_clahe", False))
+                                        opts.get("thermal_clahe", False), opts.get("thermal_min_span", 0.0))
             except InputError:
                 counts["bad"] += 1
                 continue
