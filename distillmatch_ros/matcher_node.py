@@ -114,6 +114,7 @@ class MatcherNode(Node):
         self._age = LatencyStats()
         self._last_diag = time.monotonic()
         self._camera_info: Optional[CameraInfo] = None
+        self._recent: Dict[int, Tuple[Any, Any]] = {}  # visible stamp -> headers (background matches)
 
         reliability = (ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
                        else ReliabilityPolicy.RELIABLE)
@@ -313,20 +314,20 @@ class MatcherNode(Node):
         from .image_codec import thermal_to_numpy, visible_to_numpy
         vis_img, th_img = visible_to_numpy(visible), thermal_to_numpy(thermal)
         out = self.pipeline.step(vis_img, th_img, header_stamp_ns(visible))
-        for e in out.events:
+        for e in out.events + (out.background.events if out.background is not None else []):
             self._events[e] += 1
             if e in ("thermal_constant", "thermal_frozen", "gain_change", "drift_detected", "drift_suspected",
                      "calibration_drift", "calibration_failed"):
                 self.get_logger().warning(f"{e} (stamp {out.stamp_ns / 1e9:.3f})", throttle_duration_sec=1.0)
         header = visible.header
-        from .correspondences import correspondence_fields
-        msg = self._Correspondences()
-        for k, v in correspondence_fields(out, backend=self.matcher.backend).items():
-            setattr(msg, k, v)
-        msg.header = header
-        msg.thermal_stamp = thermal.header.stamp
-        msg.thermal_frame_id = thermal.header.frame_id
-        self._pub_corr.publish(msg)
+        self._recent[out.stamp_ns] = (visible.header, thermal.header)
+        while len(self._recent) > 64:
+            self._recent.pop(next(iter(self._recent)))
+        if out.background is not None:  # an earlier pair's background match: its own message
+            headers = self._recent.get(out.background.stamp_ns)
+            if headers is not None:
+                self._publish_correspondences(out.background, *headers)
+        self._publish_correspondences(out, visible.header, thermal.header)
         age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(visible)
         if 0 <= age_ns < 60e9:
             self._age.add(age_ns / 1e6)
@@ -343,6 +344,16 @@ class MatcherNode(Node):
             img = fill_image_msg(Image(), out.matches_image, "bgr8")
             img.header = header
             self._pub_matches.publish(img)
+
+    def _publish_correspondences(self, out, visible_header, thermal_header) -> None:
+        from .correspondences import correspondence_fields
+        msg = self._Correspondences()
+        for k, v in correspondence_fields(out, backend=self.matcher.backend).items():
+            setattr(msg, k, v)
+        msg.header = visible_header
+        msg.thermal_stamp = thermal_header.stamp
+        msg.thermal_frame_id = thermal_header.frame_id
+        self._pub_corr.publish(msg)
 
     # -- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -58,10 +58,10 @@ PARAMS: Tuple[ParamSpec, ...] = (
               dynamic=True, range=(0.0, 1.0)),
     ParamSpec("structure_min_std", 3.0, "A cell has contrast when its grey-level std reaches this", dynamic=True,
               range=(0.0, 128.0)),
-    ParamSpec("verify_min_inliers", 20, "Verification: fewest inliers", dynamic=True, range=(4, 100000)),
-    ParamSpec("verify_min_inlier_ratio", 0.15, "Verification: fewest inliers per match", dynamic=True,
+    ParamSpec("verify_min_inliers", 30, "Verification: fewest inliers", dynamic=True, range=(4, 100000)),
+    ParamSpec("verify_min_inlier_ratio", 0.10, "Verification: fewest inliers per match", dynamic=True,
               range=(0.0, 1.0)),
-    ParamSpec("verify_min_spread", 0.10, "Verification: smallest inlier convex hull (fraction of the thermal "
+    ParamSpec("verify_min_spread", 0.05, "Verification: smallest inlier convex hull (fraction of the thermal "
               "image)", dynamic=True, range=(0.0, 1.0)),
     ParamSpec("verify_min_score", 0.0, "Verification: lowest median inlier score", dynamic=True, range=(0.0, 1.0)),
     ParamSpec("verify_scale_range", 2.0, "Verification: scale within [1/r, r] of the nominal stretch",
@@ -88,6 +88,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "parameter files load)", dynamic=True, range=(0.0, 1.0)),
     ParamSpec("rig_pool_frames", 30, "Rig mode without a calibration: distinct verified frames pooled into "
               "the held homography", dynamic=True, range=(1, 1000)),
+    ParamSpec("background_matching", True, "Rig mode: re-match in a helper thread so every pair is fused "
+              "at camera rate with the held homography", dynamic=True),
     ParamSpec("rig_calibration_file", "", "Rig calibration YAML (distillmatch calibrate or ~/calibrate): "
               "fuse every pair with it and report drift against it; empty = pool evidence"),
     ParamSpec("calibration_frames", 20, "~/calibrate: verified pairs to pool", dynamic=True, range=(2, 1000)),
@@ -116,7 +118,7 @@ PIPELINE_OPTIONS = {  # node parameter -> PipelineConfig field
     "rig_mode": "rig_mode", "match_rate_hz": "match_rate_hz", "min_inliers": "min_inliers",
     "drift_threshold_px": "drift_threshold_px", "drift_min_explained": "drift_min_explained",
     "drift_confirmations": "drift_confirmations", "homography_smoothing": "homography_smoothing",
-    "rig_pool_frames": "rig_pool_frames",
+    "rig_pool_frames": "rig_pool_frames", "background_matching": "background_matching",
     "publish_fused": "fuse", "fusion_mode": "fusion_mode", "fusion_alpha": "fusion_alpha",
     "publish_matches_image": "draw_matches",
 }

@@ -54,6 +54,7 @@ class PipelineConfig:
     drift_confirmations: int = 2  # consecutive drift detections before re-estimating
     homography_smoothing: float = 0.3  # unused since rig mode pools evidence (kept for old configs)
     rig_pool_frames: int = 30  # rig mode: distinct frames whose verified inliers are pooled
+    background_matching: bool = False  # rig mode: re-match in a helper thread, fuse every pair meanwhile
     fuse: bool = True  # produce the fused image
     fusion_mode: str = "alpha"  # "alpha" (colour-mapped blend) or "structure"
     fusion_alpha: float = 0.5  # thermal weight in the fused image
@@ -100,6 +101,7 @@ class PairOutput:
     confidence: float = 0.0  # alignment confidence of ``homography`` in [0, 1]
     drift_px: Optional[float] = None  # rig mode: median distance of this match's inliers from the held H
     calibrated: bool = False  # ``homography`` is a rig calibration
+    background: Optional["PairOutput"] = None  # an earlier pair whose background match finished now
 
 
 class LatencyStats:
@@ -223,6 +225,8 @@ class PairPipeline:
         self.held_confidence = 0.0
         self.drift_px: Optional[float] = None
         self.session: Optional[CalibrationSession] = None
+        self._bg_thread = None
+        self._bg_done = None
 
     def configure(self, **changes: Any) -> None:
         """Change settings at run time; unknown names or bad values raise ValueError."""
@@ -335,27 +339,20 @@ class PairPipeline:
             self.counters[f"thermal_{thermal_state}_frames"] += 1
         self.counters["gain_changes"] += t_events.count("gain_change")
 
+        background = self._integrate_background(events)
         result, matched = MatchResult.empty(), False
         if thermal_state == "ok" and self._match_due(stamp_ns):
-            try:
-                result = self.matcher.match(visible, thermal)
-            except InputError:
-                self.counters["input_errors"] += 1
-                raise
-            matched = True
-            self.counters["matched"] += 1
-            self._last_match_ns = stamp_ns
-            self.last_result = result
-            self.match_latency.add(result.timings_ms.get("total", (time.perf_counter() - t0) * 1e3)
-                                   if result.timings_ms else (time.perf_counter() - t0) * 1e3)
-            self.drift_px = None
-            evidence = None
-            if result.homography is not None and (self.config.rig_mode or self.session is not None):
-                evidence = calib.evidence_from_result(result, stamp_ns, self._thermal_gray(thermal), tsize,
-                                                      _gray(visible), keep_images=self.session is not None)
-            self._update_alignment(result, tsize, events, evidence)
-            if self.session is not None and not self.session.done and evidence is not None:
-                self.session.offer(evidence, tsize, vsize, events)
+            if self.config.background_matching and self.config.rig_mode and self.held is not None:
+                self._submit_background(visible, thermal, stamp_ns, vsize, tsize)
+            elif self._bg_thread is None or not self._bg_thread.is_alive():
+                t_match = time.perf_counter()
+                try:
+                    result = self.matcher.match(visible, thermal)
+                except InputError:
+                    self.counters["input_errors"] += 1
+                    raise
+                matched = True
+                self._take_result(result, visible, thermal, stamp_ns, vsize, tsize, events, t_match)
 
         H = self.held  # per-pair mode also keeps its last estimate through a thermal stall
         out = PairOutput(stamp_ns=stamp_ns, result=result, matched=matched, homography=H,
@@ -365,6 +362,7 @@ class PairPipeline:
                          confidence=self.held_confidence if H is not None else 0.0,
                          drift_px=self.drift_px if matched else None,
                          calibrated=self.calibration is not None and H is not None and self.config.rig_mode)
+        out.background = background
         for e in events:
             self.counters["event_" + e] += 1
         out.latency_ms = (time.perf_counter() - t0) * 1e3
@@ -385,6 +383,70 @@ class PairPipeline:
             out.matches_image = fusion.draw_matches(visible, thermal, out.result)
         self.render_latency.add((time.perf_counter() - t0) * 1e3)
         return out
+
+    def _take_result(self, result: MatchResult, visible, thermal, stamp_ns: int, vsize, tsize,
+                     events: List[str], t_match: float, evidence_ready=None) -> None:
+        """Account for a match and update the alignment (pool, calibration drift, session)."""
+        self.counters["matched"] += 1
+        self._last_match_ns = stamp_ns
+        self.last_result = result
+        self.match_latency.add(result.timings_ms.get("total", (time.perf_counter() - t_match) * 1e3)
+                               if result.timings_ms else (time.perf_counter() - t_match) * 1e3)
+        self.drift_px = None
+        evidence = evidence_ready
+        if evidence is None and visible is not None and result.homography is not None and \
+                (self.config.rig_mode or self.session is not None):
+            evidence = calib.evidence_from_result(result, stamp_ns, self._thermal_gray(thermal), tsize,
+                                                  _gray(visible), keep_images=self.session is not None)
+        self._update_alignment(result, tsize, events, evidence)
+        if self.session is not None and not self.session.done and evidence is not None:
+            self.session.offer(evidence, tsize, vsize, events)
+
+    def _submit_background(self, visible, thermal, stamp_ns: int, vsize, tsize) -> None:
+        """Match in a helper thread while pairs keep being fused with the held homography
+        (rig mode: fusion needs no network); the result is taken in by a later :meth:`step`."""
+        if self._bg_thread is not None and self._bg_thread.is_alive():
+            self.counters["background_busy"] += 1
+            return
+        import threading
+        self._last_match_ns = stamp_ns  # the rate counts from the submission
+        keep = self.session is not None
+
+        def run(v=visible.copy(), t=thermal.copy()):
+            t0 = time.perf_counter()
+            try:
+                r = self.matcher.match(v, t)
+                ev = None
+                if r.homography is not None:
+                    ev = calib.evidence_from_result(r, stamp_ns, self._thermal_gray(t), tsize, _gray(v), keep_images=keep)
+                self._bg_done = (r, ev, stamp_ns, vsize, tsize, t0, None)
+            except Exception as exc:  # noqa: BLE001 - reported on the next pair
+                self._bg_done = (None, None, stamp_ns, vsize, tsize, t0, exc)
+
+        self._bg_thread = threading.Thread(target=run, name="background_match", daemon=True)
+        self._bg_thread.start()
+
+    def _integrate_background(self, events: List[str]) -> Optional["PairOutput"]:
+        """Take in a finished background match; returns the matched pair's own output."""
+        done, self._bg_done = self._bg_done, None
+        if done is None:
+            return None
+        result, evidence, stamp_ns, vsize, tsize, t0, exc = done
+        if exc is not None:
+            self.counters["input_errors" if isinstance(exc, InputError) else "background_errors"] += 1
+            events.append("background_match_failed")
+            return None
+        if self._sizes != (vsize, tsize):
+            return None  # the cameras changed meanwhile: the old match says nothing
+        ev_events: List[str] = []
+        self._take_result(result, None, None, stamp_ns, vsize, tsize, ev_events, t0, evidence_ready=evidence)
+        events += ev_events
+        H = self.held
+        return PairOutput(stamp_ns=stamp_ns, result=result, matched=True, homography=H,
+                          num_inliers=self.held_inliers if H is not None else 0, alignment=self.alignment,
+                          thermal_state="ok", visible_size=vsize, thermal_size=tsize, events=ev_events,
+                          confidence=self.held_confidence if H is not None else 0.0, drift_px=self.drift_px,
+                          calibrated=self.calibration is not None and H is not None)
 
     def _thermal_gray(self, thermal: np.ndarray) -> np.ndarray:
         """The 8-bit thermal image the matcher sees (same normalisation options)."""

@@ -38,9 +38,9 @@ DEFAULTS: Dict[str, Any] = {
     "structure_cell": 8,             # structure is measured in cells of this size (working px)
     "structure_min_std": 3.0,        # a cell is textured when its grey-level std reaches this
     "min_structure": 0.05,           # fewer textured cells than this fraction: no structure
-    "verify_min_inliers": 20,        # fewest MAGSAC inliers
-    "verify_min_inlier_ratio": 0.15,  # inliers / matches
-    "verify_min_spread": 0.10,       # convex-hull area of the thermal inliers / thermal image area
+    "verify_min_inliers": 30,        # fewest MAGSAC inliers
+    "verify_min_inlier_ratio": 0.10,  # inliers / matches
+    "verify_min_spread": 0.05,       # convex-hull area of the thermal inliers / thermal image area
     "verify_min_score": 0.0,         # median score of the inliers
     "verify_scale_range": 2.0,       # scale at the centre within [1/r, r] x the nominal stretch
     "verify_max_rotation_deg": 30.0,  # rotation at the centre
