@@ -446,6 +446,7 @@ class MatcherNode(Node):
             self._stop = True
             self._lock.notify_all()
         self._worker.join(timeout=10.0)
+        self.pipeline.close(timeout=30.0)
 
 
 def _fmt(v: Any) -> str:

@@ -448,6 +448,14 @@ class PairPipeline:
                           confidence=self.held_confidence if H is not None else 0.0, drift_px=self.drift_px,
                           calibrated=self.calibration is not None and H is not None)
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for a background match and a calibration fit still running (clean shutdown:
+        a native inference thread must not outlive the interpreter)."""
+        if self._bg_thread is not None:
+            self._bg_thread.join(timeout)
+        if self.session is not None:
+            self.session.wait(timeout)
+
     def _thermal_gray(self, thermal: np.ndarray) -> np.ndarray:
         """The 8-bit thermal image the matcher sees (same normalisation options)."""
         from .preprocess import normalize_thermal
