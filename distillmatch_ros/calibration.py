@@ -205,6 +205,51 @@ def robust_fit(tp: np.ndarray, vp: np.ndarray, threshold: float) -> Tuple[Option
     return H / H[2, 2], mask.ravel().astype(bool)
 
 
+def weighted_dlt(tp: np.ndarray, vp: np.ndarray, w: np.ndarray) -> Optional[np.ndarray]:
+    """Homography minimising the weighted algebraic error (Hartley-normalised DLT)."""
+    if len(tp) < 4:
+        return None
+
+    def norm(p):
+        c = p.mean(axis=0)
+        s = math.sqrt(2) / max(float(np.mean(np.linalg.norm(p - c, axis=1))), 1e-9)
+        return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
+
+    Tt, Tv = norm(tp), norm(vp)
+    a = tp @ Tt[:2, :2].T + Tt[:2, 2]
+    b = vp @ Tv[:2, :2].T + Tv[:2, 2]
+    n = len(a)
+    A = np.zeros((2 * n, 9))
+    A[0::2, 0:2], A[0::2, 2] = a, 1
+    A[0::2, 6:8], A[0::2, 8] = -b[:, :1] * a, -b[:, 0]
+    A[1::2, 3:5], A[1::2, 5] = a, 1
+    A[1::2, 6:8], A[1::2, 8] = -b[:, 1:] * a, -b[:, 1]
+    A *= np.repeat(np.sqrt(np.maximum(w, 0)), 2)[:, None]
+    _, _, vt = np.linalg.svd(A, full_matrices=False)
+    H = np.linalg.inv(Tv) @ vt[-1].reshape(3, 3) @ Tt
+    return H / H[2, 2] if abs(H[2, 2]) > 1e-12 and np.isfinite(H).all() else None
+
+
+def irls_fit(tp: np.ndarray, vp: np.ndarray, H0: np.ndarray, scale: float, iterations: int = 8
+             ) -> Tuple[np.ndarray, np.ndarray]:
+    """Refit from a robust start with Cauchy weights of scale ``scale`` (visible px).
+
+    Why: MAGSAC with a threshold below the frames' own biases keeps the frames that agree with
+    one hypothesis and drops the others, which picks a few frames instead of averaging them.
+    A soft, wider weight lets every frame contribute, so frame biases average out.
+    Returns (H, weights)."""
+    H = H0
+    w = np.ones(len(tp))
+    for _ in range(iterations):
+        r = np.linalg.norm(project(H, tp) - vp, axis=1)
+        w = 1.0 / (1.0 + (r / scale) ** 2)
+        H_new = weighted_dlt(tp, vp, w)
+        if H_new is None:
+            break
+        H = H_new
+    return H, w
+
+
 def least_squares(tp: np.ndarray, vp: np.ndarray) -> Optional[np.ndarray]:
     if len(tp) < 4:
         return None
@@ -371,7 +416,11 @@ def fit_pooled(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size
         raise CalibrationError(f"no consistent homography across {len(frames)} frames ({len(tp)} points)")
     method: Dict[str, Any] = {"pooled": "USAC_MAGSAC", "per_frame_cap": opt.per_frame_cap,
                               "ransac_threshold_px": opt.ransac_threshold, "refine": "none"}
-    fit_t, fit_v, fit_idx = tp[mask], vp[mask], idx[mask]
+    # Soft refit over every frame's points (see irls_fit), keeping those that carry weight.
+    H, w = irls_fit(tp, vp, H, 2.0 * opt.ransac_threshold)
+    keep = w > 0.2
+    method["irls_scale_px"] = 2.0 * opt.ransac_threshold
+    fit_t, fit_v, fit_idx = tp[keep], vp[keep], idx[keep]
     H_pool = H.copy()
     if opt.refine and all(f.thermal is not None and f.visible is not None for f in frames):
         for _ in range(opt.refine_iterations):

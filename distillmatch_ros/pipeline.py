@@ -538,10 +538,11 @@ class PairPipeline:
         H, n = result.homography, result.num_inliers
         if len(self.pool) >= 2:
             tp, vp, _ = calib.balanced_points(self.pool.frames, 150)
-            H_pool, mask = calib.robust_fit(tp, vp, float(getattr(self.matcher, "options", {}).get(
-                "ransac_threshold", 3.0)))
+            thr = float((getattr(self.matcher, "options", {}) or {}).get("ransac_threshold", 3.0))
+            H_pool, mask = calib.robust_fit(tp, vp, thr)
             if H_pool is not None and mask.sum() >= self.config.min_inliers:
-                H, n = H_pool, int(mask.sum())
+                H_pool, w = calib.irls_fit(tp, vp, H_pool, 2.0 * thr)  # every frame contributes
+                H, n = H_pool, int((w > 0.2).sum())
         self.held, self.held_inliers = np.asarray(H, np.float64), n
         self.held_confidence = max(float(result.confidence), min(1.0, len(self.pool) / 10.0))
 
