@@ -45,6 +45,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--rig-mode", default="on", choices=["on", "off"],
                    help="on: hold a filtered homography and re-match at --match-rate (node default)")
     p.add_argument("--match-rate", type=float, default=None, help="re-match rate in rig mode [Hz]; 0 = every pair")
+    p.add_argument("--rig-calibration", default=None, metavar="YAML",
+                   help="rig mode: fuse with this calibration (distillmatch calibrate) and report drift against it")
     p.add_argument("--slop", type=float, default=0.05, help="synchronizer slop [s]")
     p.add_argument("--queue-size", type=int, default=10)
     p.add_argument("--examples", type=int, default=4, help="example fused frames to save")
@@ -126,13 +128,18 @@ def cmd_bag_eval(args) -> int:
     from .io import BagReader
 
     gt = load_gt_homography(args.gt_homography) if args.gt_homography else None
+    calibration = None
+    if args.rig_calibration:
+        from ..calibration import load_calibration
+        calibration = load_calibration(args.rig_calibration)
     with BagReader(args.bag) as reader:  # cheap checks before the model loads
         reader.require_image_topics([args.visible_topic, args.thermal_topic])
     matcher, name = _matcher(args)
     s = bag_eval(args.bag, matcher, args.visible_topic, args.thermal_topic, args.report, gt_homography=gt,
                  out_bag=args.out_bag, out_storage=args.out_storage, config=_pipeline_config(args),
                  queue_size=args.queue_size, slop=args.slop, examples=args.examples,
-                 progress=not args.no_progress, skip_bad_pairs=args.skip_bad_pairs, matcher_name=name)
+                 progress=not args.no_progress, skip_bad_pairs=args.skip_bad_pairs, matcher_name=name,
+                 calibration=calibration)
     _print_summary(s, args.report)
     return 0
 
