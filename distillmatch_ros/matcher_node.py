@@ -82,17 +82,20 @@ class MatcherNode(Node):
             if problem:
                 raise StartupError(f"bad parameter: {problem}")
         self._Correspondences = _import_correspondences()
+        calibration = None
+        if p["rig_calibration_file"]:  # before the model loads: a bad file fails fast
+            try:
+                calibration = load_calibration(p["rig_calibration_file"])
+            except CalibrationError as exc:
+                raise StartupError(f"{exc} (parameter 'rig_calibration_file')") from exc
         self.matcher = self._load_matcher(p)
         self._warm_up()
         self.pipeline = PairPipeline(self.matcher, PipelineConfig(
             **{field: p[name] for name, field in np_.PIPELINE_OPTIONS.items()}))
         self._calibration_file = p["rig_calibration_file"]
         self._cal_params = {k: p[k] for k in ("calibration_frames", "calibration_output", "calibration_refine")}
-        if self._calibration_file:
-            try:
-                self.pipeline.set_calibration(load_calibration(self._calibration_file))
-            except CalibrationError as exc:
-                raise StartupError(f"{exc} (parameter 'rig_calibration_file')") from exc
+        if calibration is not None:
+            self.pipeline.set_calibration(calibration)
         self.sync = ApproximateTimeSynchronizer(p["queue_size"], p["slop"], streams=STREAMS)
         self.sync.register_callback(self._on_pair)
         self._sync_warn_after = float(p["sync_warn_after"])
