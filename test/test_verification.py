@@ -116,7 +116,7 @@ def test_decide_accepts_plausible_and_says_why_not():
 
 def test_confidence_grows_with_evidence():
     opt = dict(V.DEFAULTS)
-    weak = V.decide(_evidence(_H(), n=60, inlier_frac=0.5), opt)
+    weak = V.decide(_evidence(_H(), n=90, inlier_frac=0.5), opt)
     strong = V.decide(_evidence(_H(), n=600, inlier_frac=0.7), opt)
     assert weak.accepted and strong.accepted and strong.confidence > weak.confidence
 
