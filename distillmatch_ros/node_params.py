@@ -73,7 +73,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("verify_min_overlap", 0.2, "Verification: smallest fraction of the mapped thermal image inside "
               "the visible one", dynamic=True, range=(0.0, 1.0)),
     # -- alignment (pipeline) ---------------------------------------------------------
-    ParamSpec("rig_mode", True, "Hold a filtered homography and re-match at match_rate_hz (rigid rig)",
+    ParamSpec("rig_mode", True, "Hold one homography (calibration or pooled evidence), re-match at match_rate_hz",
               dynamic=True),
     ParamSpec("match_rate_hz", 2.0, "Re-match rate in rig mode; 0 = every pair", dynamic=True,
               range=(0.0, 1000.0)),

@@ -46,7 +46,7 @@ FUSION_MODES = ("alpha", "structure")
 class PipelineConfig:
     """Per-pair processing settings; all may change while running (see :meth:`PairPipeline.configure`)."""
 
-    rig_mode: bool = True  # hold a filtered homography, re-match at match_rate_hz
+    rig_mode: bool = True  # hold one homography (calibration or pooled evidence), re-match at match_rate_hz
     match_rate_hz: float = 2.0  # re-match rate in rig mode (stamp time); 0 = every pair
     min_inliers: int = 12  # fewer RANSAC inliers than this: the estimate is not trusted
     drift_threshold_px: float = 8.0  # a match is explained by the held H within this error
