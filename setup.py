@@ -8,7 +8,7 @@ PACKAGE = "distillmatch_ros"
 ROS_KILTED = [  # rclpy + messages from PyPI wheels (a colcon workspace uses the distro's own instead)
     "ros-kilted-rclpy[fastrtps]", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs",
     "ros-kilted-geometry-msgs", "ros-kilted-diagnostic-msgs", "ros-kilted-rcl-interfaces",
-    "ros-kilted-builtin-interfaces",
+    "ros-kilted-builtin-interfaces", "ros-kilted-std-srvs",  # std_srvs: the node's ~/calibrate (Trigger)
 ]
 
 setup(

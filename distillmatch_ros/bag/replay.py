@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .. import evaluation
+from ..calibration import CalibrationError
 from ..errors import InputError
 from ..image_codec import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, thermal_to_numpy, visible_to_numpy
 from ..pipeline import PairPipeline, PipelineConfig
@@ -78,7 +79,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
              gt_homography: Optional[np.ndarray] = None, out_bag: Optional[str] = None,
              out_storage: str = "sqlite3", config: Optional[PipelineConfig] = None,
              queue_size: int = 10, slop: float = 0.05, examples: int = 4, progress: bool = True,
-             skip_bad_pairs: bool = False, plots: bool = True, matcher_name: str = "") -> Dict:
+             skip_bad_pairs: bool = False, plots: bool = True, matcher_name: str = "",
+             calibration: Any = None) -> Dict:
     """Replay ``bag`` and write report.json, report.md, plots and example fused frames.
 
     ``matcher`` is anything with ``.match(visible, thermal) -> MatchResult`` (normally a
@@ -88,6 +90,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
 
     os.makedirs(report_dir, exist_ok=True)
     pipe = PairPipeline(matcher, config or PipelineConfig())
+    if calibration is not None:  # a rig calibration (calibration.Calibration): fuse with it
+        pipe.set_calibration(calibration)
     sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop=slop, streams=("visible", "thermal"))
     stream_of = {visible_topic: "visible", thermal_topic: "thermal"}
     if visible_topic == thermal_topic:
@@ -112,6 +116,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
             for vmsg, tmsg, sv, st in _synchronized(reader, sync, stream_of, bar):
                 try:
                     out = pipe.process_messages(vmsg, tmsg)
+                except CalibrationError as e:
+                    raise BagError(f"the rig calibration does not fit this bag: {e}") from e
                 except InputError as e:
                     if not skip_bad_pairs:
                         raise BagError(f"pair at visible stamp {sv} ns could not be processed: {e}") from e
@@ -136,6 +142,7 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
     info = {"bag": os.path.abspath(bag), "storage": reader.storage, "visible_topic": visible_topic,
             "thermal_topic": thermal_topic, "matcher": matcher_name or type(matcher).__name__,
             "rig_mode": pipe.config.rig_mode, "match_rate_hz": pipe.config.match_rate_hz,
+            "rig_calibration": calibration is not None,
             "sync": {"queue_size": queue_size, "slop_s": slop, **sync_stats},
             "pipeline_counters": dict(pipe.counters), "bad_pairs": bad_pairs,
             "out_bag": os.path.abspath(out_bag) if out_bag else None}
