@@ -28,7 +28,7 @@ from distillmatch_ros.evaluation import evaluate_matcher
 from distillmatch_ros.matcher import Matcher
 
 REPO = Path(__file__).resolve().parents[1]
-CANDIDATES = [("soft", 1.0), ("soft", 2.0), ("soft", 3.0), ("soft", 5.0), ("local", 1.0), ("local", 2.0)]
+CANDIDATES = "soft:1,soft:2,soft:3,local:1,local:2"
 
 
 def make_synthetic_set(data_root: Path, sets, n: int, out_dir: Path, seed: int = 0) -> Path:
@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="the calibrated checkpoint")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--train-sets", default="roadscene:train,tno,m3svd")
-    ap.add_argument("--pairs", type=int, default=24)
+    ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--candidates", default=CANDIDATES, help="read-outs to score: expectation:temperature multiplier, ...")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="write every candidate's scores here")
     a = ap.parse_args(argv)
@@ -86,7 +87,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         sdir = make_synthetic_set(Path(a.data_root), a.train_sets.split(","), a.pairs, Path(tmp) / "synth")
         matcher = Matcher.from_model(model, backend="torch")
-        for expectation, mult in CANDIDATES:
+        for item in a.candidates.split(","):
+            expectation, mult = item.split(":")[0], float(item.split(":")[1])
             apply_readout(model, expectation, mult, base_scales)
             s = evaluate_matcher(matcher.match, str(sdir))
             score = (s["auc5"] + s["auc10"]) / 2

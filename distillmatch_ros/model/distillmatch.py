@@ -30,6 +30,12 @@ def cell_centres(idx: torch.Tensor, grid_w: int, stride: int = 8) -> torch.Tenso
     return torch.stack([x, y], dim=-1) * stride + (stride - 1) / 2.0
 
 
+def inside(pts: torch.Tensor, size_wh: Tuple[int, int]) -> torch.Tensor:
+    """Points clamped to the image (pixel centres at integers): a window read-out near the
+    border can land past the last pixel, where no correspondence can be."""
+    return torch.stack([pts[..., 0].clamp(-0.5, size_wh[0] - 0.5), pts[..., 1].clamp(-0.5, size_wh[1] - 0.5)], -1)
+
+
 class DistillMatch(nn.Module):
     def __init__(self, config: Dict[str, Any]):
         super().__init__()
@@ -103,6 +109,8 @@ class DistillMatch(nn.Module):
         if cross:
             (b2v, b2t), (b4v, b4t) = taps[3].chunk(2), taps[4].chunk(2)
             out = self.cross_fine(b2v, b2t, b4v, b4t, pv, pt0, size_wh)
+            out["visible_points"] = inside(out["visible_points"], size_wh)
+            out["thermal_points"] = inside(out["thermal_points"], size_wh)
             out.update({"scores": scores, "valid": valid, "conf": conf, "modality_logits": modality_logits,
                         "coarse_visible": pv, "coarse_thermal": pt0})
             if with_kd:
@@ -113,6 +121,7 @@ class DistillMatch(nn.Module):
         logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
         logits2, pt2, _ = self.fine2(f2v, f2t, pv, pt1, size_wh)
         pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
+        pv_f, pt_f = inside(pv_f, size_wh), inside(pt_f, size_wh)
         out = {
             "visible_points": pv_f, "thermal_points": pt_f, "scores": scores, "valid": valid,
             "conf": conf, "modality_logits": modality_logits,
