@@ -23,9 +23,25 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from distillmatch_ros.checkpoint import save_checkpoint
     from distillmatch_ros.model import build_model
     torch.manual_seed(0)
-    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=256)
+    # The whole-window read-out: random windows are nearly flat, and an argmax read-out over
+    # them flips on float rounding (parity of that read-out is checked on the shipped weights).
+    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=256,
+                        fine_expectation="soft")
     path = tmp_path_factory.mktemp("ckpt") / "tiny_random.pt"
     save_checkpoint(path, model, {"name": "tiny_random", "note": "random weights for tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def cross_checkpoint(tmp_path_factory) -> Path:
+    """As ``tiny_checkpoint``, with the cross-modal fine stage (fine_stage='cross')."""
+    from distillmatch_ros.checkpoint import save_checkpoint
+    from distillmatch_ros.model import build_model
+    torch.manual_seed(0)
+    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=256,
+                        fine_stage="cross")
+    path = tmp_path_factory.mktemp("ckpt") / "cross_random.pt"
+    save_checkpoint(path, model, {"name": "cross_random", "note": "random weights for tests"})
     return path
 
 

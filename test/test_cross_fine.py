@@ -11,13 +11,16 @@ from distillmatch_ros.model.config import complete_config, make_config
 
 def _model(**kw):
     torch.manual_seed(0)
+    kw.setdefault("fine_stage", "cross")
     return build_model("tiny", input_size=[96, 64], pretrained_backbone=False, max_matches=32, **kw).eval()
 
 
-def test_new_models_use_the_cross_stage_and_old_configs_keep_theirs():
-    assert make_config("tiny")["fine_stage"] == "cross"
-    old = {k: v for k, v in make_config("tiny").items() if not k.startswith("cross_fine") and k != "fine_stage"}
+def test_fine_stage_is_chosen_by_config_and_old_configs_keep_theirs():
+    assert make_config("tiny", fine_stage="cross")["fine_stage"] == "cross"
+    old = {k: v for k, v in make_config("tiny", fine_stage="cross").items()
+           if not k.startswith("cross_fine") and k != "fine_stage"}
     assert complete_config(old)["fine_stage"] == "window"
+    assert _model().cross_fine is not None
     with pytest.raises(ValueError, match="fine_stage"):
         make_config("tiny", fine_stage="dense")
     window = _model(fine_stage="window")

@@ -105,10 +105,12 @@ def test_coordinates_map_back_with_known_homography(matcher):
     assert r.inliers.all()
 
 
-def test_onnxruntime_matches_torch(tiny_checkpoint):
+@pytest.mark.parametrize("checkpoint", ["tiny_checkpoint", "cross_checkpoint"])
+def test_onnxruntime_matches_torch(checkpoint, request):
     pytest.importorskip("onnxruntime")
-    a = Matcher(tiny_checkpoint, backend="torch", match_threshold=0.0)
-    b = Matcher(tiny_checkpoint, backend="onnxruntime", match_threshold=0.0)
+    path = request.getfixturevalue(checkpoint)  # both fine stages export as static graphs
+    a = Matcher(path, backend="torch", match_threshold=0.0)
+    b = Matcher(path, backend="onnxruntime", match_threshold=0.0)
     vis, th = _textured(256, 320, 3), _textured(256, 320, 4)
     ta, tt = a._to_tensor(vis), a._to_tensor(th)
     pa, qa, sa, va = a._backend(ta, tt)
