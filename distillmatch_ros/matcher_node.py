@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import rclpy
@@ -125,7 +124,8 @@ class MatcherNode(Node):
         self._worker = threading.Thread(target=self._work, name="matcher_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"matcher_node ready: backend={self.matcher.backend}, input {self.matcher.input_size}, "
+            f"matcher_node ready: model {self.matcher.model_path}, backend={self.matcher.backend}, "
+            f"input {self.matcher.input_size}, "
             f"rig_mode={p['rig_mode']}, slop={p['slop']} s, subscribing to "
             f"{self.resolve_topic_name('visible/image_raw')} and {self.resolve_topic_name('thermal/image_raw')}")
 
@@ -139,10 +139,6 @@ class MatcherNode(Node):
         options = {k: p[k] for k in np_.MATCHER_OPTIONS}
         model, backend, device = p["model"], p["backend"], p["device"] or None
         try:
-            if model and ("/" in model or model.endswith(".pt")):
-                if not Path(model).is_file():
-                    raise StartupError(f"model file not found: {model} (parameter 'model')")
-                return Matcher(model, backend=backend, device=device, **options)
             return Matcher.from_pretrained(model or None, backend=backend, device=device, **options)
         except (CheckpointError, BackendUnavailable, ValueError) as exc:
             raise StartupError(f"cannot load model {model or '(default)'!r} with backend {backend!r}: {exc}") \

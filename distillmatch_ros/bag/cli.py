@@ -79,6 +79,10 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--storage", default="mcap", choices=["sqlite3", "mcap"])
     p.add_argument("--views", type=int, default=3, help="views per photo (4 photos)")
+    p.add_argument("--v2i-gan", default=None, metavar="NAME_OR_PATH",
+                   help="V2I-GAN generator making the thermal side (default: the shipped v2i_gan)")
+    p.add_argument("--simple-thermal", action="store_true",
+                   help="make the thermal side with a crude colour-based stand-in instead of the V2I-GAN")
     p.add_argument("--no-progress", action="store_true")
     _add_matcher_args(p)
     p.set_defaults(func=cmd_demo)
@@ -152,8 +156,13 @@ def cmd_make_bag(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    from .sample import SIMPLE
+
+    if args.simple_thermal and args.v2i_gan:
+        raise DistillMatchError("--simple-thermal and --v2i-gan exclude each other")
     run_demo(args.out, model=args.model, backend=args.backend, device=args.device, storage=args.storage,
-             views=args.views, progress=not args.no_progress)
+             views=args.views, progress=not args.no_progress,
+             thermal_source=SIMPLE if args.simple_thermal else args.v2i_gan)
     return 0
 
 

@@ -51,14 +51,18 @@ class BagReader:
         self.path = str(path)
         if not os.path.exists(self.path):
             raise BagError(f"bag not found: {self.path}")
-        self._reader = AnyReader([Path(self.path)], default_typestore=typestore())
         self.storage = storage_of(self.path)
+        try:  # rosbags checks the folder here already (FileNotFoundError about metadata.yaml, ...)
+            self._reader = AnyReader([Path(self.path)], default_typestore=typestore())
+        except (AnyReaderError, Exception) as e:  # noqa: BLE001 - several types for not-a-bag
+            raise BagError(f"{self.path} is not a ROS 2 bag ({str(e).rstrip('.')}). A bag is a folder with metadata.yaml "
+                           "and .db3/.mcap files, or a single .mcap file") from None
 
     def __enter__(self) -> "BagReader":
         try:
             self._reader.open()
         except (AnyReaderError, Exception) as e:  # rosbags raises several types for bad files
-            raise BagError(f"cannot open bag {self.path} ({self.storage}): {e}. "
+            raise BagError(f"cannot open bag {self.path} ({self.storage}): {str(e).rstrip('.')}. "
                            "Is it a complete ROS 2 bag folder (metadata.yaml + .db3/.mcap)?") from e
         return self
 
