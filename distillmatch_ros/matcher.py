@@ -12,7 +12,7 @@ import numpy as np
 from . import model_files
 from .backends import make_backend
 from .checkpoint import load_checkpoint
-from .errors import CheckpointError, InputError
+from .errors import InputError
 from .preprocess import check_visible, normalize_thermal
 from .result import MatchResult
 

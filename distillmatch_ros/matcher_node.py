@@ -27,20 +27,31 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from . import node_params as np_
 from .errors import BackendUnavailable, CheckpointError, InputError
-from .image_codec import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_image, fill_image_msg
+from .image_codec import (THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_message, fill_image_msg,
+                          thermal_to_numpy, visible_to_numpy)
 from .pipeline import LatencyStats, PairPipeline, PipelineConfig
 from .sync import ApproximateTimeSynchronizer, header_stamp_ns
 
 STREAMS = ("visible", "thermal")
 _ALLOWED = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)
+_DECODE = (visible_to_numpy, thermal_to_numpy)
 
 
 class StartupError(RuntimeError):
     """The node cannot start (model missing, backend unusable, interface package missing)."""
+
+
+class _RejectedImage(InputError):
+    """A camera's message could not be decoded in the worker (e.g. a corrupt JPEG payload)."""
+
+    def __init__(self, stream: int, reason: InputError):
+        super().__init__(f"{STREAMS[stream]} image rejected: {reason}")
+        self.stream = stream
 
 
 def _descriptor(spec: np_.ParamSpec) -> ParameterDescriptor:
@@ -70,10 +81,10 @@ class MatcherNode(Node):
 
     def __init__(self, node_name: str = "matcher_node", **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        for spec in np_.PARAMS:
+        for spec in np_.PARAMS + np_.DEPRECATED:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        p = {name: self.get_parameter(name).value for name in np_.SPECS}
-        for spec in np_.PARAMS:  # choices are not enforced by descriptors
+        p = {name: self.get_parameter(name).value for name in [*np_.SPECS, *np_.DEPRECATED_SPECS]}
+        for spec in np_.PARAMS + np_.DEPRECATED:  # choices are not enforced by descriptors
             problem = np_.check_value(spec, p[spec.name])
             if problem:
                 raise StartupError(f"bad parameter: {problem}")
@@ -104,15 +115,15 @@ class MatcherNode(Node):
         self._last_diag = time.monotonic()
         self._camera_info: Optional[CameraInfo] = None
 
-        reliability = (ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
-                       else ReliabilityPolicy.RELIABLE)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"], reliability=reliability,
-                         durability=qos_profile_sensor_data.durability)
-        self.create_subscription(Image, "visible/image_raw", lambda m: self._on_image(0, m), qos)
-        self.create_subscription(Image, "thermal/image_raw", lambda m: self._on_image(1, m), qos)
+        qos = self._input_qos(p)
+        overrides = QoSOverridingOptions.with_default_policies()
+        self.input_topics: List[str] = []
+        for i, stream in enumerate(STREAMS):
+            self.input_topics.append(self._subscribe_camera(i, p[f"{stream}_transport"], qos, overrides))
         self._pub_info = None
-        if p["use_camera_info"]:
-            self.create_subscription(CameraInfo, "visible/camera_info", self._on_camera_info, qos)
+        if p["use_camera_info"]:  # rclpy applies overrides to the profile in place: one copy each
+            self.create_subscription(CameraInfo, "visible/camera_info", self._on_camera_info, QoSProfile(**qos),
+                                     qos_overriding_options=overrides)
             self._pub_info = self.create_publisher(CameraInfo, "fused/camera_info", 5)
         self._pub_corr = self.create_publisher(self._Correspondences, "correspondences", 10)
         self._pub_fused = self.create_publisher(Image, "fused/image", 5)
@@ -127,9 +138,46 @@ class MatcherNode(Node):
             f"matcher_node ready: model {self.matcher.model_path}, backend={self.matcher.backend}, "
             f"input {self.matcher.input_size}, "
             f"rig_mode={p['rig_mode']}, slop={p['slop']} s, subscribing to "
-            f"{self.resolve_topic_name('visible/image_raw')} and {self.resolve_topic_name('thermal/image_raw')}")
+            f"{self.input_topics[0]} ({p['visible_transport']}) and {self.input_topics[1]} ({p['thermal_transport']})")
 
     # -- start-up -----------------------------------------------------------------------
+    def _input_qos(self, p: Dict[str, Any]) -> Dict[str, Any]:
+        """Input QoS (as QoSProfile keyword arguments): SensorDataQoS, changed by the deprecated
+        qos_reliability / qos_depth if they are set.
+
+        The standard ``qos_overrides.<topic>.subscription.*`` parameters (declared by rclpy when
+        subscribing) start from this profile and win over it.
+        """
+        qos = dict(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
+                   reliability=qos_profile_sensor_data.reliability,
+                   durability=qos_profile_sensor_data.durability)
+        topics = ", ".join(self.resolve_topic_name(f"{s}/image_raw") for s in STREAMS)
+        if p["qos_reliability"]:
+            qos["reliability"] = (ReliabilityPolicy.RELIABLE if p["qos_reliability"] == "reliable"
+                                  else ReliabilityPolicy.BEST_EFFORT)
+            self.get_logger().warning(
+                "parameter qos_reliability is deprecated and will be removed in 0.3: use "
+                f"qos_overrides.<topic>.subscription.reliability (topics: {topics}[/compressed])")
+        if p["qos_depth"]:
+            qos["depth"] = int(p["qos_depth"])
+            self.get_logger().warning(
+                "parameter qos_depth is deprecated and will be removed in 0.3: use "
+                f"qos_overrides.<topic>.subscription.depth (topics: {topics}[/compressed])")
+        return qos
+
+    def _subscribe_camera(self, i: int, transport: str, qos: Dict[str, Any], overrides) -> str:
+        """Subscribe to one camera; returns the topic. ``compressed`` follows image_transport:
+        the base topic is resolved (namespace and remapping) and ``/compressed`` appended, so a
+        remap of ``visible/image_raw`` also moves its compressed topic."""
+        base = f"{STREAMS[i]}/image_raw"
+        if transport == "compressed":
+            topic, msg_type = self.resolve_topic_name(base) + "/compressed", CompressedImage
+        else:
+            topic, msg_type = base, Image
+        self.create_subscription(msg_type, topic, lambda m: self._on_image(i, m), QoSProfile(**qos),
+                                 qos_overriding_options=overrides)
+        return self.resolve_topic_name(topic)
+
     def _load_matcher(self, p: Dict[str, Any]):
         """Load the model; any problem becomes a StartupError with the reason."""
         if p["num_threads"] > 0:
@@ -155,12 +203,13 @@ class MatcherNode(Node):
                                rng.integers(0, 255, (h, w), dtype=np.uint8))
 
     # -- callbacks (executor thread) ----------------------------------------------------
-    def _on_image(self, i: int, msg: Image) -> None:
-        """Validate the header cheaply and hand the message to the synchronizer."""
+    def _on_image(self, i: int, msg: Any) -> None:
+        """Validate the header (or compressed format) cheaply and hand the message to the
+        synchronizer; pixels are decoded in the worker, only for pairs that get processed."""
         self._period_msgs[i] += 1
         self._last_msg_wall[i] = time.monotonic()
         try:
-            check_image(msg, _ALLOWED[i])
+            check_message(msg, _ALLOWED[i])
         except InputError as exc:
             self._report_error(f"{STREAMS[i]} image rejected: {exc}", i)
             return
@@ -240,6 +289,9 @@ class MatcherNode(Node):
             try:
                 self._process(visible, thermal)
                 ok = True
+            except _RejectedImage as exc:
+                self._report_error(str(exc), exc.stream)
+                ok = False
             except InputError as exc:
                 self._report_error(f"pair rejected: {exc}")
                 ok = False
@@ -254,10 +306,16 @@ class MatcherNode(Node):
             if ok:
                 self._node_latency.add((time.perf_counter() - t0) * 1e3)
 
-    def _process(self, visible: Image, thermal: Image) -> None:
+    @staticmethod
+    def _decode(i: int, msg: Any):
+        try:
+            return _DECODE[i](msg)
+        except InputError as exc:
+            raise _RejectedImage(i, exc) from exc
+
+    def _process(self, visible: Any, thermal: Any) -> None:
         """Correspondences first (what fusion stacks wait for), then the images."""
-        from .image_codec import thermal_to_numpy, visible_to_numpy
-        vis_img, th_img = visible_to_numpy(visible), thermal_to_numpy(thermal)
+        vis_img, th_img = (self._decode(i, m) for i, m in enumerate((visible, thermal)))
         out = self.pipeline.step(vis_img, th_img, header_stamp_ns(visible))
         for e in out.events:
             self._events[e] += 1
