@@ -58,7 +58,12 @@ if [ "$FORCE" = 0 ] && cmp -s "$PKG/msg/Correspondences.msg" "$STAMP" \
   exit 0
 fi
 
+# A build folder configured for another prefix (e.g. a removed venv) caches its paths: start over.
+if [ -f "$BUILD/.prefix" ] && [ "$(cat "$BUILD/.prefix")" != "$PREFIX" ]; then
+  rm -rf "$BUILD"
+fi
 mkdir -p "$BUILD"
+echo "$PREFIX" > "$BUILD/.prefix"
 export AMENT_PREFIX_PATH="$PREFIX${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 cmake -S "$PKG" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$PREFIX" -DPython3_EXECUTABLE="$(command -v "$PY")" \
       -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release > "$BUILD.log" 2>&1 \
