@@ -2,7 +2,9 @@
 
 A thin rclpy layer over the plain-Python pieces (image_codec, sync, pipeline, Matcher), modelled
 on image_pipeline's stereo nodes: parameters declared once (config/matcher.yaml, ranges and
-descriptions from node_params), SensorDataQoS subscriptions, an approximate-time synchronizer.
+descriptions from node_params), SensorDataQoS subscriptions whose QoS users change through the
+standard ``qos_overrides.<topic>.subscription.*`` parameters, raw or image_transport
+``compressed`` input per camera, an approximate-time synchronizer.
 
 Threads: subscription callbacks only validate headers and feed the synchronizer; a completed
 pair goes into a one-slot mailbox that a worker thread empties, so inference never blocks the
