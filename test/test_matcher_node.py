@@ -95,7 +95,11 @@ def settled(tester):
 
 
 def test_pairs_in_pairs_out(node, tester):
-    """N pairs at 10 Hz -> N correspondences and N fused images with the input stamps and size."""
+    """N pairs -> N correspondences and N fused images with the input stamps and size.
+
+    Sent at 4 Hz: on the shared 2-core CI machine the random test model takes up to ~180 ms a
+    pair (p95 seen while a training run shared it), and at 10 Hz the node then rightly dropped a
+    pair (newest wins); dropping is tested in test_overload_stays_bounded_and_counts_add_up."""
     from sensor_msgs.msg import CameraInfo
     before = settled(tester)
     for key in ("corr", "fused", "info"):
@@ -109,7 +113,7 @@ def test_pairs_in_pairs_out(node, tester):
     for k, st in enumerate(stamps):
         vis, th, _ = textured_pair(k)
         tester.publish_pair(vis, th, st)
-        time.sleep(0.1)
+        time.sleep(0.25)
     try:
         tester.wait_for(lambda: len(tester.peek("corr")) >= n and len(tester.peek("fused")) >= n, 30,
                         f"{n} correspondences and fused images")

@@ -166,7 +166,6 @@ def cmd_make_bag(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
-
     from .sample import SIMPLE
 
     if args.simple_thermal and args.v2i_gan:
