@@ -10,7 +10,8 @@ def ros_wheels(distro: str) -> list:
     """rclpy + messages from PyPI wheels (a colcon workspace uses the distro's own instead)."""
     return [f"ros-{distro}-{name}" for name in (
         "rclpy[fastrtps]", "sensor-msgs", "std-msgs", "geometry-msgs", "diagnostic-msgs",
-        "rcl-interfaces", "builtin-interfaces", "ament-index-python")]
+        "rcl-interfaces", "builtin-interfaces", "ament-index-python",
+        "std-srvs")]  # std_srvs: the node's ~/calibrate (Trigger)
 
 
 setup(

@@ -1,10 +1,11 @@
 """Where a checkpoint's localisation error comes from: each matching stage, measured separately.
 
-    python benchmarks/fine_level_probe.py models/distillmatch_tiny.pt --set roadscene_homography
+    python benchmarks/fine_level_probe.py models/distillmatch_tiny.pt --set roadscene_homography,m3svd_homography
 
 1. Stage errors on a val set: the returned matches' error (EVALUATION.md units, thermal px)
    when the thermal point is taken after the coarse level (cell centre), the 1/4 window, the
-   1/2 window, and the sub-pixel refiner. A fine level that has learned lowers the error.
+   1/2 window, and the sub-pixel refiner, and each stage's gain over the one before. A fine
+   level that has learned lowers the error. Works for both fine stages ("window", "cross").
 2. Window sharpness on identical images (the visible image matched with itself, ground-truth
    cells given): the mean spread (max - min) of each window's logits and how often its argmax
    is the centre. Even with no modality gap, a level whose logits barely vary cannot localise.
@@ -45,11 +46,14 @@ def stage_errors(m: Matcher, files, threshold: float):
             kt = scale_points(out[key][0].numpy()[keep], m.input_size, th.shape)
             e = np.linalg.norm(truth(kt) - kv, axis=1) / truth.scale
             errs[name].append(e[np.isfinite(e)])
-    report = {}
+    report, prev = {}, None
     for name, per_pair in errs.items():
         e = np.concatenate(per_pair)
         report[name] = {"median_px": float(np.median(e)), "under_1.5px": float(np.mean(e < 1.5)),
                         "under_3px": float(np.mean(e < 3)), "under_8px": float(np.mean(e < 8))}
+        # Each stage's contribution: how much it lowered the median error of the stage before.
+        report[name]["median_gain_px"] = 0.0 if prev is None else prev - report[name]["median_px"]
+        prev = report[name]["median_px"]
     return report
 
 
@@ -76,19 +80,21 @@ def window_sharpness(m: Matcher, files):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
-    ap.add_argument("--set", default="roadscene_homography")
+    ap.add_argument("--set", default="roadscene_homography", help="npz set(s), comma-separated")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(2)
-    files = sorted(glob.glob(str(Path(a.data) / a.set / "*.npz")))
-    if not files:
-        raise SystemExit(f"no *.npz pairs in {Path(a.data) / a.set}")
     m = Matcher(a.checkpoint, backend="torch")
     thr = a.threshold if a.threshold is not None else float(m.options["match_threshold"])
-    report = {"checkpoint": a.checkpoint, "set": a.set, "threshold": thr,
-              "stage_errors": stage_errors(m, files, thr), "identical_image_windows": window_sharpness(m, files)}
+    report = {"checkpoint": a.checkpoint, "threshold": thr, "fine_stage": m.model.config["fine_stage"], "sets": {}}
+    for name in a.set.split(","):
+        files = sorted(glob.glob(str(Path(a.data) / name / "*.npz")))
+        if not files:
+            raise SystemExit(f"no *.npz pairs in {Path(a.data) / name}")
+        report["sets"][name] = {"stage_errors": stage_errors(m, files, thr),
+                                "identical_image_windows": window_sharpness(m, files)}
     print(json.dumps(report, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=1))

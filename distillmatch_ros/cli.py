@@ -47,6 +47,7 @@ def cmd_match(args) -> int:
         "visible": args.visible, "thermal": args.thermal, "backend": matcher.backend,
         "num_matches": len(r), "num_inliers": r.num_inliers,
         "homography": None if r.homography is None else r.homography.tolist(),
+        "verification": r.verification, "alignment_confidence": r.confidence,
         "visible_points": r.visible_points.tolist(), "thermal_points": r.thermal_points.tolist(),
         "scores": r.scores.tolist(), "inliers": r.inliers.astype(int).tolist(), "timings_ms": r.timings_ms,
     }
@@ -56,7 +57,7 @@ def cmd_match(args) -> int:
         cv2.imwrite(args.fused, fuse(vis, th, r.homography, mode=args.fusion_mode))
     if args.viz:
         cv2.imwrite(args.viz, draw_matches(vis, th, r))
-    h = "none" if r.homography is None else "found"
+    h = f"none ({r.verification})" if r.homography is None else f"found (confidence {r.confidence:.2f})"
     print(f"{len(r)} matches, {r.num_inliers} inliers, homography {h}, "
           f"{r.timings_ms['total']:.0f} ms ({matcher.backend}) -> {args.out}")
     return 0

@@ -69,6 +69,10 @@ def correspondence_fields(out: Any, backend: str = "", numpy_arrays: bool = Fals
                 thermal_width=out.thermal_size[0], thermal_height=out.thermal_size[1],
                 matched=bool(out.matched), homography_valid=H is not None,
                 homography=h9 if numpy_arrays else h9.copy(), num_inliers=int(out.num_inliers),
+                alignment_confidence=float(out.confidence) if H is not None else 0.0,
+                verification=str(r.verification) if out.matched else "",
+                drift_px=float("nan") if out.drift_px is None else float(out.drift_px),
+                calibrated=bool(getattr(out, "calibrated", False)),
                 alignment_state=ALIGNMENT_CODES[out.alignment],
                 thermal_state=THERMAL_CODES[out.thermal_state], backend=str(backend),
                 latency_ms=float(out.latency_ms))
@@ -88,4 +92,8 @@ def decode(msg: Any) -> Dict[str, Any]:
             "thermal_size": (int(msg.thermal_width), int(msg.thermal_height)),
             "alignment": {v: k for k, v in ALIGNMENT_CODES.items()}.get(int(msg.alignment_state), "unknown"),
             "thermal_state": {v: k for k, v in THERMAL_CODES.items()}.get(int(msg.thermal_state), "unknown"),
-            "backend": msg.backend, "latency_ms": float(msg.latency_ms)}
+            "backend": msg.backend, "latency_ms": float(msg.latency_ms),
+            "alignment_confidence": float(getattr(msg, "alignment_confidence", 0.0)),
+            "verification": str(getattr(msg, "verification", "")),
+            "drift_px": float(getattr(msg, "drift_px", float("nan"))),
+            "calibrated": bool(getattr(msg, "calibrated", False))}

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from . import model_files
+from . import model_files, verification
 from .backends import make_backend
 from .checkpoint import load_checkpoint
 from .errors import InputError
@@ -27,6 +27,8 @@ DEFAULT_OPTIONS: Dict[str, Any] = {
     "thermal_low_pct": 1.0,     # robust 16-bit/float thermal normalisation
     "thermal_high_pct": 99.0,
     "thermal_clahe": False,
+    "thermal_min_span": 0.0,    # narrowest raw range stretched to 8 bits; 0 = per dtype (preprocess.MIN_SPAN)
+    **verification.DEFAULTS,    # structure check and homography verification (verification.py)
 }
 
 
@@ -91,12 +93,16 @@ class Matcher:
             self.options["match_threshold"] = float(self.model.config["match_threshold"])
         if not 0.0 <= float(self.options["match_threshold"]) <= 1.0:
             raise ValueError("match_threshold must be in [0, 1]")
+        span = self.options["thermal_min_span"]
+        if isinstance(span, bool) or not isinstance(span, (int, float)) or not 0 <= span < float("inf"):
+            raise ValueError(f"thermal_min_span must be a number >= 0, got {span!r}")
+        verification.check_options(self.options)
 
     def prepare(self, visible: np.ndarray, thermal: np.ndarray):
         """Validate, convert to gray uint8 and resize both images to the working size."""
         vis = check_visible(visible)
         th = normalize_thermal(thermal, self.options["thermal_low_pct"], self.options["thermal_high_pct"],
-                               self.options["thermal_clahe"])
+                               self.options["thermal_clahe"], self.options["thermal_min_span"])
         return vis, th, self._to_tensor(vis), self._to_tensor(th)
 
     def _to_tensor(self, gray: np.ndarray) -> np.ndarray:
@@ -109,15 +115,48 @@ class Matcher:
     def match(self, visible: np.ndarray, thermal: np.ndarray) -> MatchResult:
         """Match one pair. visible: HxW or HxWx3 uint8 BGR; thermal: HxW uint8/uint16/float32."""
         t0 = time.perf_counter()
+        opt = self.options
         vis, th, tv, tt = self.prepare(visible, thermal)
+        cell, min_std = int(opt["structure_cell"]), float(opt["structure_min_std"])
+        # Structure before the network: a frame without contrast carries no evidence, and the
+        # network would match its border (zero padding) to itself (verification.py).
+        std_v = verification.structure_map(tv[0, 0] * 255.0, cell)
+        std_t = verification.structure_map(tt[0, 0] * 255.0, cell)
         t1 = time.perf_counter()
+        for name, std_map in (("visible", std_v), ("thermal", std_t)):
+            frac = verification.textured_fraction(std_map, min_std)
+            if frac < float(opt["min_structure"]):
+                result = MatchResult.empty()
+                result.verification = (f"no structure in the {name} image ({frac:.1%} of it has contrast, "
+                                       f"min_structure {opt['min_structure']})")
+                result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": 0.0, "homography": 0.0,
+                                     "total": (t1 - t0) * 1e3}
+                return result
         pv, pt, scores, valid = self._backend(tv, tt)
         t2 = time.perf_counter()
-        keep = valid.astype(bool) & (scores >= self.options["match_threshold"]) & (scores > 0)
+        keep = valid.astype(bool) & (scores >= opt["match_threshold"]) & (scores > 0)
+        if float(opt["min_structure"]) > 0:  # drop matches where either image is flat
+            keep &= verification.in_textured_cells(pv, std_v, cell, min_std)
+            keep &= verification.in_textured_cells(pt, std_t, cell, min_std)
         pv = scale_points(pv[keep], self.input_size, vis.shape)
         pt = scale_points(pt[keep], self.input_size, th.shape)
         result = MatchResult(pv, pt, scores[keep].astype(np.float32))
-        result.homography, result.inliers = self.estimate_homography(pt, pv)
+        H, inliers = self.estimate_homography(pt, pv)
+        tsize, vsize = (th.shape[1], th.shape[0]), (vis.shape[1], vis.shape[0])
+        evidence = verification.features(H, inliers, pt, result.scores, tsize, vsize)
+        result.evidence = evidence
+        if H is None:
+            result.homography, result.inliers = None, np.zeros(len(result), bool)
+            result.verification = "no homography could be fitted" if len(result) >= 4 else "fewer than 4 matches"
+        elif not opt["verify"]:
+            result.homography, result.inliers = H, inliers
+            result.verification = "not verified"
+            result.confidence = verification.confidence(evidence, opt)
+        else:
+            verdict = verification.decide(evidence, opt)
+            result.verification, result.confidence = verdict.reason, verdict.confidence
+            result.homography = H if verdict.accepted else None
+            result.inliers = inliers if verdict.accepted else np.zeros(len(result), bool)
         t3 = time.perf_counter()
         result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3,
                              "homography": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}

@@ -16,6 +16,7 @@ Run: ``ros2 run distillmatch_ros matcher_node --ros-args --params-file config/ma
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -31,8 +32,10 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
 
 from . import node_params as np_
+from .calibration import CalibrationError, load_calibration, save_calibration
 from .errors import BackendUnavailable, CheckpointError, InputError
 from .image_codec import (THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_message, fill_image_msg,
                           thermal_to_numpy, visible_to_numpy)
@@ -91,10 +94,20 @@ class MatcherNode(Node):
             if problem:
                 raise StartupError(f"bad parameter: {problem}")
         self._Correspondences = _import_correspondences()
+        calibration = None
+        if p["rig_calibration_file"]:  # before the model loads: a bad file fails fast
+            try:
+                calibration = load_calibration(p["rig_calibration_file"])
+            except CalibrationError as exc:
+                raise StartupError(f"{exc} (parameter 'rig_calibration_file')") from exc
         self.matcher = self._load_matcher(p)
         self._warm_up()
         self.pipeline = PairPipeline(self.matcher, PipelineConfig(
             **{field: p[name] for name, field in np_.PIPELINE_OPTIONS.items()}))
+        self._calibration_file = p["rig_calibration_file"]
+        self._cal_params = {k: p[k] for k in ("calibration_frames", "calibration_output", "calibration_refine")}
+        if calibration is not None:
+            self.pipeline.set_calibration(calibration)
         self.sync = ApproximateTimeSynchronizer(p["queue_size"], p["slop"], streams=STREAMS)
         self.sync.register_callback(self._on_pair)
         self._sync_warn_after = float(p["sync_warn_after"])
@@ -116,6 +129,7 @@ class MatcherNode(Node):
         self._age = LatencyStats()
         self._last_diag = time.monotonic()
         self._camera_info: Optional[CameraInfo] = None
+        self._recent: Dict[int, Tuple[Any, Any]] = {}  # visible stamp -> headers (background matches)
 
         qos = self._input_qos(p)
         overrides = QoSOverridingOptions.with_default_policies()
@@ -132,14 +146,15 @@ class MatcherNode(Node):
         self._pub_matches = self.create_publisher(Image, "matches/image", 2)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_service(Trigger, "~/calibrate", self._on_calibrate)
         self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name="matcher_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
             f"matcher_node ready: model {self.matcher.model_path}, backend={self.matcher.backend}, "
-            f"input {self.matcher.input_size}, "
-            f"rig_mode={p['rig_mode']}, slop={p['slop']} s, subscribing to "
+            f"input {self.matcher.input_size}, rig_mode={p['rig_mode']}, "
+            f"calibration={self._calibration_file or 'none (pooled evidence)'}, slop={p['slop']} s, subscribing to "
             f"{self.input_topics[0]} ({p['visible_transport']}) and {self.input_topics[1]} ({p['thermal_transport']})")
 
     # -- start-up -----------------------------------------------------------------------
@@ -272,9 +287,47 @@ class MatcherNode(Node):
             self.sync.slop = changes["slop"]
         if "sync_warn_after" in changes:
             self._sync_warn_after = changes["sync_warn_after"]
+        for k in self._cal_params:
+            if k in changes:
+                self._cal_params[k] = changes[k]
         if changes:
             self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
         return SetParametersResult(successful=True)
+
+    def _on_calibrate(self, request, response):
+        """~/calibrate: pool the next ``calibration_frames`` verified pairs, fit them (helper
+        thread), write the file and switch to it. Answers at once; progress is on /diagnostics."""
+        path = self._cal_params["calibration_output"] or self._calibration_file or "rig_calibration.yaml"
+        path = str(Path(path).expanduser().resolve())
+        frames = int(self._cal_params["calibration_frames"])
+
+        def done(cal, error):
+            if cal is None:
+                self._report_error(f"calibration failed: {error}")
+                return
+            cal.model = str(getattr(self.matcher, "model_path", "") or "")
+            cal.source = {"node": self.get_fully_qualified_name(),
+                          "visible_topic": self.resolve_topic_name("visible/image_raw"),
+                          "thermal_topic": self.resolve_topic_name("thermal/image_raw")}
+            save_calibration(path, cal)
+            self._calibration_file = path
+            unc = cal.corner_uncertainty_px.get("mean")
+            self.get_logger().info(f"rig calibration written to {path} from {cal.frames_used} frames "
+                                   f"(corner uncertainty {unc} px); fusing with it")
+
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(Path(path).parent, os.W_OK):
+                raise ValueError(f"cannot write to {Path(path).parent}")
+            self.pipeline.start_calibration(frames, done, bool(self._cal_params["calibration_refine"]))
+        except (ValueError, RuntimeError, OSError) as exc:
+            response.success, response.message = False, f"calibration not started: {exc}"
+            return response
+        response.success = True
+        response.message = (f"pooling the next {frames} verified pairs; the calibration will be written to "
+                            f"{path} and used (progress: 'calibration' on /diagnostics)")
+        self.get_logger().info(response.message)
+        return response
 
     # -- worker thread ------------------------------------------------------------------
     def _work(self) -> None:
@@ -319,19 +372,20 @@ class MatcherNode(Node):
         """Correspondences first (what fusion stacks wait for), then the images."""
         vis_img, th_img = (self._decode(i, m) for i, m in enumerate((visible, thermal)))
         out = self.pipeline.step(vis_img, th_img, header_stamp_ns(visible))
-        for e in out.events:
+        for e in out.events + (out.background.events if out.background is not None else []):
             self._events[e] += 1
-            if e in ("thermal_constant", "thermal_frozen", "gain_change", "drift_detected", "drift_suspected"):
+            if e in ("thermal_constant", "thermal_frozen", "gain_change", "drift_detected", "drift_suspected",
+                     "calibration_drift", "calibration_failed"):
                 self.get_logger().warning(f"{e} (stamp {out.stamp_ns / 1e9:.3f})", throttle_duration_sec=1.0)
         header = visible.header
-        from .correspondences import correspondence_fields
-        msg = self._Correspondences()
-        for k, v in correspondence_fields(out, backend=self.matcher.backend).items():
-            setattr(msg, k, v)
-        msg.header = header
-        msg.thermal_stamp = thermal.header.stamp
-        msg.thermal_frame_id = thermal.header.frame_id
-        self._pub_corr.publish(msg)
+        self._recent[out.stamp_ns] = (visible.header, thermal.header)
+        while len(self._recent) > 64:
+            self._recent.pop(next(iter(self._recent)))
+        if out.background is not None:  # an earlier pair's background match: its own message
+            headers = self._recent.get(out.background.stamp_ns)
+            if headers is not None:
+                self._publish_correspondences(out.background, *headers)
+        self._publish_correspondences(out, visible.header, thermal.header)
         age_ns = self.get_clock().now().nanoseconds - header_stamp_ns(visible)
         if 0 <= age_ns < 60e9:
             self._age.add(age_ns / 1e6)
@@ -348,6 +402,16 @@ class MatcherNode(Node):
             img = fill_image_msg(Image(), out.matches_image, "bgr8")
             img.header = header
             self._pub_matches.publish(img)
+
+    def _publish_correspondences(self, out, visible_header, thermal_header) -> None:
+        from .correspondences import correspondence_fields
+        msg = self._Correspondences()
+        for k, v in correspondence_fields(out, backend=self.matcher.backend).items():
+            setattr(msg, k, v)
+        msg.header = visible_header
+        msg.thermal_stamp = thermal_header.stamp
+        msg.thermal_frame_id = thermal_header.frame_id
+        self._pub_corr.publish(msg)
 
     # -- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -393,9 +457,14 @@ class MatcherNode(Node):
 
         proc = DiagnosticStatus(name=f"{self.get_name()}: processing", hardware_id=self.get_fully_qualified_name())
         failing = pairs.get("failed", 0) and errors and any(e.startswith("processing failed") for e in errors)
-        state_warn = ps["thermal_state"] != "ok" or ps["alignment"] == "drift_suspected"
+        state_warn = ps["thermal_state"] != "ok" or ps["alignment"] == "drift_suspected" or \
+            ps["calibration"].startswith("failed")
         proc.level = DiagnosticStatus.ERROR if failing else DiagnosticStatus.WARN if state_warn else DiagnosticStatus.OK
-        proc.message = (f"alignment {ps['alignment']}, thermal {ps['thermal_state']}, "
+        drift = ps["drift_px"]
+        proc.message = (f"alignment {ps['alignment']}"
+                        + (" (calibrated)" if ps["calibrated"] else f" (pooled from {ps['pool_frames']} frames)")
+                        + (f", drift {drift:.1f} px" if drift is not None else "")
+                        + f", confidence {ps['held_confidence']:.2f}, thermal {ps['thermal_state']}, "
                         f"{ps['last_inliers']}/{ps['last_matches']} inliers, latency p50 {lat['p50']:.1f} ms")
         counters = ps["counters"]
         kv = {"backend": self.matcher.backend, "alignment_state": ps["alignment"],
@@ -410,7 +479,13 @@ class MatcherNode(Node):
               "matched_pairs": counters.get("matched", 0), "realignments": counters.get("realignments", 0),
               "thermal_constant_frames": counters.get("thermal_constant_frames", 0),
               "thermal_frozen_frames": counters.get("thermal_frozen_frames", 0),
-              "gain_changes": counters.get("gain_changes", 0), "match_failed": counters.get("match_failed", 0)}
+              "gain_changes": counters.get("gain_changes", 0), "match_failed": counters.get("match_failed", 0),
+              "alignment_confidence": float(ps["held_confidence"]), "last_verification": ps["last_verification"],
+              "last_match_confidence": float(ps["last_confidence"]),
+              "drift_px": float("nan") if drift is None else float(drift),
+              "calibration_drift": counters.get("calibration_drift", 0), "calibrated": ps["calibrated"],
+              "calibration_file": self._calibration_file or "", "pool_frames": ps["pool_frames"],
+              "calibration": ps["calibration"]}
         proc.values = [KeyValue(key=k, value=_fmt(v)) for k, v in kv.items()]
 
         arr = DiagnosticArray()
@@ -429,6 +504,7 @@ class MatcherNode(Node):
             self._stop = True
             self._lock.notify_all()
         self._worker.join(timeout=10.0)
+        self.pipeline.close(timeout=30.0)
 
 
 def _fmt(v: Any) -> str:

@@ -53,8 +53,32 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("thermal_high_pct", 99.0, "Thermal normalisation: high percentile", dynamic=True,
               range=(50.0, 100.0)),
     ParamSpec("thermal_clahe", False, "Thermal normalisation: apply CLAHE", dynamic=True),
+    ParamSpec("thermal_min_span", 0.0, "Thermal normalisation: narrowest raw range stretched to 8 bits "
+              "(0 = 64 counts for 16-bit, 0.5 for float), so flat-field frames stay flat", dynamic=True,
+              range=(0.0, 1e6)),
+    # -- verification (Matcher options; calibrated by benchmarks/verification_operating_point.py) --
+    ParamSpec("verify", True, "Verify each homography (inliers, spread, geometry); false = accept MAGSAC's",
+              dynamic=True),
+    ParamSpec("min_structure", 0.05, "Fewest image cells with contrast (fraction) before the network runs",
+              dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("structure_min_std", 3.0, "A cell has contrast when its grey-level std reaches this", dynamic=True,
+              range=(0.0, 128.0)),
+    ParamSpec("verify_min_inliers", 30, "Verification: fewest inliers", dynamic=True, range=(4, 100000)),
+    ParamSpec("verify_min_inlier_ratio", 0.10, "Verification: fewest inliers per match", dynamic=True,
+              range=(0.0, 1.0)),
+    ParamSpec("verify_min_spread", 0.05, "Verification: smallest inlier convex hull (fraction of the thermal "
+              "image)", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("verify_min_score", 0.0, "Verification: lowest median inlier score", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("verify_scale_range", 2.0, "Verification: scale within [1/r, r] of the nominal stretch",
+              dynamic=True, range=(1.0, 100.0)),
+    ParamSpec("verify_max_rotation_deg", 30.0, "Verification: largest rotation [deg]", dynamic=True,
+              range=(0.0, 180.0)),
+    ParamSpec("verify_max_anisotropy", 1.6, "Verification: largest anisotropy (singular value ratio)",
+              dynamic=True, range=(1.0, 100.0)),
+    ParamSpec("verify_min_overlap", 0.2, "Verification: smallest fraction of the mapped thermal image inside "
+              "the visible one", dynamic=True, range=(0.0, 1.0)),
     # -- alignment (pipeline) ---------------------------------------------------------
-    ParamSpec("rig_mode", True, "Hold a filtered homography and re-match at match_rate_hz (rigid rig)",
+    ParamSpec("rig_mode", True, "Hold one homography (calibration or pooled evidence), re-match at match_rate_hz",
               dynamic=True),
     ParamSpec("match_rate_hz", 2.0, "Re-match rate in rig mode; 0 = every pair", dynamic=True,
               range=(0.0, 1000.0)),
@@ -65,8 +89,19 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "explained", dynamic=True, range=(0.0, 1.0)),
     ParamSpec("drift_confirmations", 2, "Rig mode: consecutive drift detections before re-estimating",
               dynamic=True, range=(1, 100)),
-    ParamSpec("homography_smoothing", 0.3, "Rig mode: weight of a new estimate in the held homography "
-              "(1 = no filtering)", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("homography_smoothing", 0.3, "Unused: rig mode now fits pooled evidence (kept so old "
+              "parameter files load)", dynamic=True, range=(0.0, 1.0)),
+    ParamSpec("rig_pool_frames", 30, "Rig mode without a calibration: distinct verified frames pooled into "
+              "the held homography", dynamic=True, range=(1, 1000)),
+    ParamSpec("background_matching", True, "Rig mode: re-match in a helper thread so every pair is fused "
+              "at camera rate with the held homography", dynamic=True),
+    ParamSpec("rig_calibration_file", "", "Rig calibration YAML (distillmatch calibrate or ~/calibrate): "
+              "fuse every pair with it and report drift against it; empty = pool evidence"),
+    ParamSpec("calibration_frames", 20, "~/calibrate: verified pairs to pool", dynamic=True, range=(2, 1000)),
+    ParamSpec("calibration_output", "", "~/calibrate: file to write; empty = rig_calibration_file, or "
+              "rig_calibration.yaml in the working directory", dynamic=True),
+    ParamSpec("calibration_refine", True, "~/calibrate: dense refinement (about a second a frame, in a "
+              "helper thread)", dynamic=True),
     # -- outputs ----------------------------------------------------------------------
     ParamSpec("publish_fused", True, "Publish fused/image", dynamic=True),
     ParamSpec("fusion_mode", "alpha", "Fusion: alpha (colour-mapped blend) or structure "
@@ -90,11 +125,16 @@ DEPRECATED: Tuple[ParamSpec, ...] = (
 SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 DEPRECATED_SPECS: Dict[str, ParamSpec] = {p.name: p for p in DEPRECATED}
 DEFAULTS: Dict[str, Any] = {p.name: p.default for p in PARAMS}
-MATCHER_OPTIONS = ("match_threshold", "ransac_threshold", "thermal_low_pct", "thermal_high_pct", "thermal_clahe")
+MATCHER_OPTIONS = ("match_threshold", "ransac_threshold", "thermal_low_pct", "thermal_high_pct", "thermal_clahe",
+                   "thermal_min_span",
+                   "verify", "min_structure", "structure_min_std", "verify_min_inliers", "verify_min_inlier_ratio",
+                   "verify_min_spread", "verify_min_score", "verify_scale_range", "verify_max_rotation_deg",
+                   "verify_max_anisotropy", "verify_min_overlap")
 PIPELINE_OPTIONS = {  # node parameter -> PipelineConfig field
     "rig_mode": "rig_mode", "match_rate_hz": "match_rate_hz", "min_inliers": "min_inliers",
     "drift_threshold_px": "drift_threshold_px", "drift_min_explained": "drift_min_explained",
     "drift_confirmations": "drift_confirmations", "homography_smoothing": "homography_smoothing",
+    "rig_pool_frames": "rig_pool_frames", "background_matching": "background_matching",
     "publish_fused": "fuse", "fusion_mode": "fusion_mode", "fusion_alpha": "fusion_alpha",
     "publish_matches_image": "draw_matches",
 }

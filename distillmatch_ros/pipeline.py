@@ -5,11 +5,16 @@ node's exact code path. Per pair it:
 
 1. checks the thermal frame for camera realities (:class:`ThermalMonitor`): constant frames
    and frozen (repeated) frames during flat-field correction, and gain changes;
-2. matches, every pair, or in *rig mode* only at ``match_rate_hz`` while holding a filtered
+2. matches, every pair, or in *rig mode* only at ``match_rate_hz`` while holding one
    homography in between (a rigid rig's alignment hardly changes, and matching costs far more
-   than warping);
-3. in rig mode, checks that the held homography still explains the current matches; when it
-   does not (drift: a knock, a re-mount, a focus change) twice in a row, it re-estimates;
+   than warping). In rig mode the held homography is either a **calibration** loaded from a
+   file (:meth:`PairPipeline.set_calibration`), or a fit to the **pooled** verified inliers of
+   the distinct frames seen so far (:class:`~distillmatch_ros.calibration.FramePool`): pooled
+   evidence averages the per-pair errors that a filter of per-pair estimates only smooths;
+3. in rig mode, checks that the held homography still explains the current verified matches;
+   when it does not (drift: a knock, a re-mount, a focus change) ``drift_confirmations`` times
+   in a row, it starts a new pool (a calibration is never replaced: drift against it is
+   reported, ``drift_px`` and the ``calibration_drift`` event);
 4. fuses the thermal image into the visible frame with the held (or per-pair) homography.
 
 :meth:`PairPipeline.step` does 1-3 and :meth:`PairPipeline.render` does 4, so the node can
@@ -28,6 +33,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from . import calibration as calib
 from .errors import InputError
 from .result import MatchResult
 
@@ -40,13 +46,15 @@ FUSION_MODES = ("alpha", "structure")
 class PipelineConfig:
     """Per-pair processing settings; all may change while running (see :meth:`PairPipeline.configure`)."""
 
-    rig_mode: bool = True  # hold a filtered homography, re-match at match_rate_hz
+    rig_mode: bool = True  # hold one homography (calibration or pooled evidence), re-match at match_rate_hz
     match_rate_hz: float = 2.0  # re-match rate in rig mode (stamp time); 0 = every pair
     min_inliers: int = 12  # fewer RANSAC inliers than this: the estimate is not trusted
     drift_threshold_px: float = 8.0  # a match is explained by the held H within this error
     drift_min_explained: float = 0.5  # below this fraction of explained inliers: drift
     drift_confirmations: int = 2  # consecutive drift detections before re-estimating
-    homography_smoothing: float = 0.3  # weight of a new estimate in the held H (1 = no filter)
+    homography_smoothing: float = 0.3  # unused since rig mode pools evidence (kept for old configs)
+    rig_pool_frames: int = 30  # rig mode: distinct frames whose verified inliers are pooled
+    background_matching: bool = False  # rig mode: re-match in a helper thread, fuse every pair meanwhile
     fuse: bool = True  # produce the fused image
     fusion_mode: str = "alpha"  # "alpha" (colour-mapped blend) or "structure"
     fusion_alpha: float = 0.5  # thermal weight in the fused image
@@ -66,7 +74,8 @@ class PipelineConfig:
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-        for name, lo in (("min_inliers", 4), ("drift_confirmations", 1), ("thermal_frozen_frames", 1)):
+        for name, lo in (("min_inliers", 4), ("drift_confirmations", 1), ("thermal_frozen_frames", 1),
+                         ("rig_pool_frames", 1)):
             if int(getattr(self, name)) < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {getattr(self, name)}")
         return self
@@ -89,6 +98,10 @@ class PairOutput:
     fused: Optional[np.ndarray] = None  # bgr8 in the visible frame
     matches_image: Optional[np.ndarray] = None
     latency_ms: float = 0.0
+    confidence: float = 0.0  # alignment confidence of ``homography`` in [0, 1]
+    drift_px: Optional[float] = None  # rig mode: median distance of this match's inliers from the held H
+    calibrated: bool = False  # ``homography`` is a rig calibration
+    background: Optional["PairOutput"] = None  # an earlier pair whose background match finished now
 
 
 class LatencyStats:
@@ -207,6 +220,13 @@ class PairPipeline:
         self._drift_count = 0
         self._force_match = False
         self._sizes: Optional[Tuple[Tuple[int, int], Tuple[int, int]]] = None
+        self.calibration: Optional[calib.Calibration] = None  # rig mode: fuse with this, never replace it
+        self.pool = calib.FramePool(self.config.rig_pool_frames)
+        self.held_confidence = 0.0
+        self.drift_px: Optional[float] = None
+        self.session: Optional[CalibrationSession] = None
+        self._bg_thread = None
+        self._bg_done = None
 
     def configure(self, **changes: Any) -> None:
         """Change settings at run time; unknown names or bad values raise ValueError."""
@@ -217,13 +237,50 @@ class PairPipeline:
         new = replace(self.config, **changes).validated()
         if new.rig_mode != self.config.rig_mode:
             self.reset_alignment()
+        self.pool.max_frames = new.rig_pool_frames
         self.config = new
         self.thermal.cfg = new
 
     def reset_alignment(self) -> None:
-        """Forget the held homography (the next pair is matched)."""
+        """Forget the held homography and the pool (the next pair is matched); a loaded
+        calibration stays (it is re-applied)."""
         self.held, self.held_inliers, self.alignment = None, 0, "unaligned"
         self._drift_count, self._last_match_ns = 0, None
+        self.held_confidence, self.drift_px = 0.0, None
+        self.pool.clear()
+        if self.calibration is not None:
+            self.set_calibration(self.calibration)
+
+    def set_calibration(self, cal: Optional[calib.Calibration]) -> None:
+        """Fuse every pair with a calibrated homography (rig mode); None goes back to pooling.
+
+        Raises CalibrationError when the calibration was made for other image sizes than the
+        pairs seen so far (checked again on every pair)."""
+        self.calibration = cal
+        if cal is None:
+            self.held, self.held_inliers, self.alignment, self.held_confidence = None, 0, "unaligned", 0.0
+            return
+        if self._sizes is not None:
+            self._check_calibration_sizes(*self._sizes)
+        self.held, self.held_inliers = np.asarray(cal.homography, np.float64), int(cal.inliers_used)
+        self.alignment, self.held_confidence, self._drift_count = "aligned", 1.0, 0
+
+    def _check_calibration_sizes(self, vsize, tsize) -> None:
+        cal = self.calibration
+        for name, want, got in (("thermal", cal.thermal_size, tsize), ("visible", cal.visible_size, vsize)):
+            if want is not None and tuple(want) != tuple(got):
+                raise calib.CalibrationError(f"the rig calibration is for a {want[0]}x{want[1]} {name} image, "
+                                             f"the camera sends {got[0]}x{got[1]}")
+
+    def start_calibration(self, frames: int, on_done=None, refine: bool = True) -> "CalibrationSession":
+        """Pool the next ``frames`` verified pairs (matching every pair meanwhile) and fit them;
+        ``on_done(calibration or None, error text or None)`` is called from a helper thread."""
+        if frames < 2:
+            raise ValueError("a calibration needs at least 2 frames")
+        if self.session is not None and not self.session.done:
+            raise RuntimeError(f"a calibration is already running ({self.session.progress()})")
+        self.session = CalibrationSession(int(frames), on_done, refine)
+        return self.session
 
     # -- per pair -----------------------------------------------------------------------
     def process_messages(self, visible_msg: Any, thermal_msg: Any, render: bool = True) -> PairOutput:
@@ -265,6 +322,16 @@ class PairPipeline:
             self.reset_alignment()
             events.append("resolution_changed")
         self._sizes = (vsize, tsize)
+        session = self.session
+        if session is not None and session.ready and not session.applied:
+            session.applied = True
+            if session.error is None and session.result is not None:
+                self.set_calibration(session.result)
+                events.append("calibrated")
+            else:
+                events.append("calibration_failed")
+        if self.calibration is not None and self.config.rig_mode:
+            self._check_calibration_sizes(vsize, tsize)
 
         thermal_state, t_events = self.thermal.update(thermal)
         events += t_events
@@ -272,26 +339,30 @@ class PairPipeline:
             self.counters[f"thermal_{thermal_state}_frames"] += 1
         self.counters["gain_changes"] += t_events.count("gain_change")
 
+        background = self._integrate_background(events)
         result, matched = MatchResult.empty(), False
         if thermal_state == "ok" and self._match_due(stamp_ns):
-            try:
-                result = self.matcher.match(visible, thermal)
-            except InputError:
-                self.counters["input_errors"] += 1
-                raise
-            matched = True
-            self.counters["matched"] += 1
-            self._last_match_ns = stamp_ns
-            self.last_result = result
-            self.match_latency.add(result.timings_ms.get("total", (time.perf_counter() - t0) * 1e3)
-                                   if result.timings_ms else (time.perf_counter() - t0) * 1e3)
-            self._update_alignment(result, tsize, events)
+            if self.config.background_matching and self.config.rig_mode and self.held is not None:
+                self._submit_background(visible, thermal, stamp_ns, vsize, tsize)
+            elif self._bg_thread is None or not self._bg_thread.is_alive():
+                t_match = time.perf_counter()
+                try:
+                    result = self.matcher.match(visible, thermal)
+                except InputError:
+                    self.counters["input_errors"] += 1
+                    raise
+                matched = True
+                self._take_result(result, visible, thermal, stamp_ns, vsize, tsize, events, t_match)
 
         H = self.held  # per-pair mode also keeps its last estimate through a thermal stall
         out = PairOutput(stamp_ns=stamp_ns, result=result, matched=matched, homography=H,
                          num_inliers=self.held_inliers if H is not None else 0,
                          alignment=self.alignment, thermal_state=thermal_state,
-                         visible_size=vsize, thermal_size=tsize, events=events)
+                         visible_size=vsize, thermal_size=tsize, events=events,
+                         confidence=self.held_confidence if H is not None else 0.0,
+                         drift_px=self.drift_px if matched else None,
+                         calibrated=self.calibration is not None and H is not None and self.config.rig_mode)
+        out.background = background
         for e in events:
             self.counters["event_" + e] += 1
         out.latency_ms = (time.perf_counter() - t0) * 1e3
@@ -313,15 +384,97 @@ class PairPipeline:
         self.render_latency.add((time.perf_counter() - t0) * 1e3)
         return out
 
+    def _take_result(self, result: MatchResult, visible, thermal, stamp_ns: int, vsize, tsize,
+                     events: List[str], t_match: float, evidence_ready=None) -> None:
+        """Account for a match and update the alignment (pool, calibration drift, session)."""
+        self.counters["matched"] += 1
+        self._last_match_ns = stamp_ns
+        self.last_result = result
+        self.match_latency.add(result.timings_ms.get("total", (time.perf_counter() - t_match) * 1e3)
+                               if result.timings_ms else (time.perf_counter() - t_match) * 1e3)
+        self.drift_px = None
+        evidence = evidence_ready
+        if evidence is None and visible is not None and result.homography is not None and \
+                (self.config.rig_mode or self.session is not None):
+            evidence = calib.evidence_from_result(result, stamp_ns, self._thermal_gray(thermal), tsize,
+                                                  _gray(visible), keep_images=self.session is not None)
+        self._update_alignment(result, tsize, events, evidence)
+        if self.session is not None and not self.session.done and evidence is not None:
+            self.session.offer(evidence, tsize, vsize, events)
+
+    def _submit_background(self, visible, thermal, stamp_ns: int, vsize, tsize) -> None:
+        """Match in a helper thread while pairs keep being fused with the held homography
+        (rig mode: fusion needs no network); the result is taken in by a later :meth:`step`."""
+        if self._bg_thread is not None and self._bg_thread.is_alive():
+            self.counters["background_busy"] += 1
+            return
+        import threading
+        self._last_match_ns = stamp_ns  # the rate counts from the submission
+        keep = self.session is not None
+
+        def run(v=visible.copy(), t=thermal.copy()):
+            t0 = time.perf_counter()
+            try:
+                r = self.matcher.match(v, t)
+                ev = None
+                if r.homography is not None:
+                    ev = calib.evidence_from_result(r, stamp_ns, self._thermal_gray(t), tsize, _gray(v), keep_images=keep)
+                self._bg_done = (r, ev, stamp_ns, vsize, tsize, t0, None)
+            except Exception as exc:  # noqa: BLE001 - reported on the next pair
+                self._bg_done = (None, None, stamp_ns, vsize, tsize, t0, exc)
+
+        self._bg_thread = threading.Thread(target=run, name="background_match", daemon=True)
+        self._bg_thread.start()
+
+    def _integrate_background(self, events: List[str]) -> Optional["PairOutput"]:
+        """Take in a finished background match; returns the matched pair's own output."""
+        done, self._bg_done = self._bg_done, None
+        if done is None:
+            return None
+        result, evidence, stamp_ns, vsize, tsize, t0, exc = done
+        if exc is not None:
+            self.counters["input_errors" if isinstance(exc, InputError) else "background_errors"] += 1
+            events.append("background_match_failed")
+            return None
+        if self._sizes != (vsize, tsize):
+            return None  # the cameras changed meanwhile: the old match says nothing
+        ev_events: List[str] = []
+        self._take_result(result, None, None, stamp_ns, vsize, tsize, ev_events, t0, evidence_ready=evidence)
+        events += ev_events
+        H = self.held
+        return PairOutput(stamp_ns=stamp_ns, result=result, matched=True, homography=H,
+                          num_inliers=self.held_inliers if H is not None else 0, alignment=self.alignment,
+                          thermal_state="ok", visible_size=vsize, thermal_size=tsize, events=ev_events,
+                          confidence=self.held_confidence if H is not None else 0.0, drift_px=self.drift_px,
+                          calibrated=self.calibration is not None and H is not None)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for a background match and a calibration fit still running (clean shutdown:
+        a native inference thread must not outlive the interpreter)."""
+        if self._bg_thread is not None:
+            self._bg_thread.join(timeout)
+        if self.session is not None:
+            self.session.wait(timeout)
+
+    def _thermal_gray(self, thermal: np.ndarray) -> np.ndarray:
+        """The 8-bit thermal image the matcher sees (same normalisation options)."""
+        from .preprocess import normalize_thermal
+        o = getattr(self.matcher, "options", {}) or {}
+        return normalize_thermal(thermal, o.get("thermal_low_pct", 1.0), o.get("thermal_high_pct", 99.0),
+                                 o.get("thermal_clahe", False), o.get("thermal_min_span", 0.0))
+
     def _match_due(self, stamp_ns: int) -> bool:
         cfg = self.config
-        if not cfg.rig_mode or cfg.match_rate_hz <= 0 or self.held is None or self._force_match:
+        calibrating = self.session is not None and not self.session.done
+        if not cfg.rig_mode or cfg.match_rate_hz <= 0 or self.held is None or self._force_match or calibrating:
             return True
         last = self._last_match_ns
         return last is None or stamp_ns < last or stamp_ns - last >= 1e9 / cfg.match_rate_hz
 
-    def _update_alignment(self, result: MatchResult, tsize: Tuple[int, int], events: List[str]) -> None:
-        """Per-pair mode: take the estimate. Rig mode: filter it in, or detect drift."""
+    def _update_alignment(self, result: MatchResult, tsize: Tuple[int, int], events: List[str],
+                          evidence: Optional[calib.FrameEvidence] = None) -> None:
+        """Per-pair mode: take the estimate. Rig mode: pool it (or check it against a
+        calibration), or detect drift."""
         cfg = self.config
         H_new = result.homography
         good = H_new is not None and result.num_inliers >= cfg.min_inliers
@@ -331,24 +484,36 @@ class PairPipeline:
         if not cfg.rig_mode:
             if good:
                 self.held, self.held_inliers, self.alignment = H_new, result.num_inliers, "aligned"
+                self.held_confidence = float(result.confidence)
             else:
-                self.held, self.held_inliers, self.alignment = None, 0, "unaligned"
+                self.held, self.held_inliers, self.alignment, self.held_confidence = None, 0, "unaligned", 0.0
             return
         self._force_match = False
         if not good:
             return  # keep holding what we have; one weak frame says nothing about drift
         if self.held is None:
-            self.held, self.held_inliers, self.alignment = H_new, result.num_inliers, "aligned"
+            self._pool_and_fit(evidence, result, tsize)
             events.append("aligned")
             return
         inl = result.inliers if result.inliers.shape[0] == len(result) else np.ones(len(result), bool)
         err = np.linalg.norm(project(self.held, result.thermal_points[inl]) - result.visible_points[inl],
                              axis=1)
+        self.drift_px = float(np.median(err)) if err.size else None
         explained = float((err <= cfg.drift_threshold_px).mean()) if err.size else 1.0
         if explained < cfg.drift_min_explained:
             self._drift_count += 1
+            if self.calibration is not None:  # a calibration is trusted: report, never replace
+                self.alignment = "drift_suspected"
+                if self._drift_count >= cfg.drift_confirmations:
+                    self.counters["calibration_drift"] += 1
+                    events.append("calibration_drift")
+                else:
+                    self._force_match = True
+                    events.append("drift_suspected")
+                return
             if self._drift_count >= cfg.drift_confirmations:
-                self.held, self.held_inliers, self.alignment = H_new, result.num_inliers, "aligned"
+                self.pool.clear()
+                self._pool_and_fit(evidence, result, tsize)
                 self._drift_count = 0
                 self.counters["realignments"] += 1
                 events += ["drift_detected", "realigned"]
@@ -358,9 +523,28 @@ class PairPipeline:
                 events.append("drift_suspected")
             return
         self._drift_count = 0
-        self.held = blend_homographies(self.held, H_new, cfg.homography_smoothing, tsize)
-        self.held_inliers = result.num_inliers
         self.alignment = "aligned"
+        if self.calibration is None:
+            self._pool_and_fit(evidence, result, tsize)
+
+    def _pool_and_fit(self, evidence: Optional[calib.FrameEvidence], result: MatchResult,
+                      tsize: Tuple[int, int]) -> None:
+        """Add a verified frame to the pool and hold the pooled fit (the frame's own estimate
+        while the pool has one frame, or when the pooled fit fails)."""
+        self.alignment = "aligned"
+        if self.calibration is not None:
+            return
+        self.pool.add(evidence)
+        H, n = result.homography, result.num_inliers
+        if len(self.pool) >= 2:
+            tp, vp, _ = calib.balanced_points(self.pool.frames, 150)
+            thr = float((getattr(self.matcher, "options", {}) or {}).get("ransac_threshold", 3.0))
+            H_pool, mask = calib.robust_fit(tp, vp, thr)
+            if H_pool is not None and mask.sum() >= self.config.min_inliers:
+                H_pool, w = calib.irls_fit(tp, vp, H_pool, 2.0 * thr)  # every frame contributes
+                H, n = H_pool, int((w > 0.2).sum())
+        self.held, self.held_inliers = np.asarray(H, np.float64), n
+        self.held_confidence = max(float(result.confidence), min(1.0, len(self.pool) / 10.0))
 
     def stats(self) -> Dict[str, Any]:
         """Counters, latency percentiles and states, for diagnostics."""
@@ -369,4 +553,71 @@ class PairPipeline:
                 "render_latency_ms": self.render_latency.summary(), "alignment": self.alignment,
                 "thermal_state": self.thermal.state, "held_inliers": self.held_inliers,
                 "last_matches": len(self.last_result),
-                "last_inliers": self.last_result.num_inliers}
+                "last_inliers": self.last_result.num_inliers,
+                "last_verification": self.last_result.verification,
+                "last_confidence": float(self.last_result.confidence),
+                "held_confidence": self.held_confidence, "drift_px": self.drift_px,
+                "pool_frames": len(self.pool), "calibrated": self.calibration is not None,
+                "calibration": self.session.progress() if self.session is not None else "none"}
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+
+class CalibrationSession:
+    """Pools the next ``frames`` verified pairs, then fits them in a helper thread (the dense
+    refinement takes about a second a frame; the pipeline keeps processing meanwhile)."""
+
+    def __init__(self, frames: int, on_done=None, refine: bool = True):
+        self.frames, self.on_done, self.refine = frames, on_done, refine
+        self.pool = calib.FramePool(max_frames=frames)
+        self.offered = 0
+        self.done = False
+        self.fitting = False
+        self.result: Optional[calib.Calibration] = None
+        self.error: Optional[str] = None
+        self.ready = False
+        self.applied = False
+        self._thread = None
+
+    def progress(self) -> str:
+        if self.error:
+            return f"failed: {self.error}"
+        if self.result is not None and self.ready:
+            return f"done: {self.result.frames_used} frames"
+        if self.fitting:
+            return f"fitting {len(self.pool)} frames"
+        return f"pooling {self.offered}/{self.frames} verified pairs"
+
+    def offer(self, ev: calib.FrameEvidence, tsize, vsize, events: List[str]) -> None:
+        self.pool.add(ev)
+        self.offered += 1
+        if self.offered >= self.frames and not self.fitting:
+            self.fitting = True
+            self.done = True  # no more frames; the fit runs on its own
+            events.append("calibration_pooled")
+            import threading
+            self._thread = threading.Thread(target=self._fit, args=(list(self.pool.frames), tsize, vsize),
+                                            name="rig_calibration", daemon=True)
+            self._thread.start()
+
+    def _fit(self, frames, tsize, vsize) -> None:
+        try:
+            self.result = calib.fit_pooled(frames, tsize, vsize, calib.FitOptions(refine=self.refine))
+        except Exception as exc:  # noqa: BLE001 - reported through progress() and on_done
+            self.error = f"{type(exc).__name__}: {exc}"
+        if self.on_done is not None and self.error is None:
+            try:
+                self.on_done(self.result, None)  # e.g. the node writes the file
+            except Exception as exc:  # noqa: BLE001 - a calibration that was not saved is not used
+                self.error = f"{type(exc).__name__}: {exc}"
+        elif self.on_done is not None:
+            self.on_done(None, self.error)
+        self.fitting = False
+        self.ready = True  # the pipeline switches to it on its next pair (its own thread)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result is not None or self.error is not None

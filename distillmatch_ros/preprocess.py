@@ -31,12 +31,22 @@ def check_visible(visible: np.ndarray) -> np.ndarray:
     return visible
 
 
+#: Smallest range of raw values stretched to the full 8 bits, per dtype (``min_span=0``): a
+#: flat-field-correction frame spans a few counts of sensor noise, and stretching that to 0-255
+#: turns noise into full-contrast texture that the network then matches. 64 counts is far
+#: below any scene (a 14-bit radiometric camera gives about 100 counts per kelvin) and far
+#: above FFC noise; 0.5 for float temperatures (degrees).
+MIN_SPAN = {np.dtype(np.uint16): 64.0, np.dtype(np.float32): 0.5}
+
+
 def normalize_thermal(thermal: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0,
-                      clahe: bool = False) -> np.ndarray:
+                      clahe: bool = False, min_span: float = 0.0) -> np.ndarray:
     """Validate a thermal image (HxW uint8/uint16/float32) and map it robustly to HxW uint8.
 
     uint8 images pass unchanged (they are already display-scaled by the camera); 16-bit counts
     and float temperatures are clipped between the ``low_pct`` and ``high_pct`` percentiles.
+    A percentile range narrower than ``min_span`` (0: :data:`MIN_SPAN` of the dtype) is widened
+    to it around its centre, so a flat frame stays flat instead of becoming amplified noise.
     """
     if not isinstance(thermal, np.ndarray):
         raise InputError(f"thermal image must be a numpy array, got {type(thermal).__name__}")
@@ -54,9 +64,11 @@ def normalize_thermal(thermal: np.ndarray, low_pct: float = 1.0, high_pct: float
     else:
         # Percentiles on a strided subsample: same answer to within a count, 16x cheaper.
         sample = thermal[::4, ::4]
-        lo, hi = np.percentile(sample, [low_pct, high_pct])
-        if hi <= lo:
-            hi = lo + 1.0
+        lo, hi = (float(v) for v in np.percentile(sample, [low_pct, high_pct]))
+        span = float(min_span) if min_span and min_span > 0 else MIN_SPAN.get(thermal.dtype, 1.0)
+        if hi - lo < span:
+            mid = 0.5 * (lo + hi)
+            lo, hi = mid - 0.5 * span, mid + 0.5 * span
         scaled = (thermal.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
         out = np.clip(scaled, 0, 255).astype(np.uint8)
     if clahe:

@@ -13,7 +13,9 @@ class MatchResult:
 
     Coordinates follow OpenCV: x right, y down, pixel centres at integers.
     ``homography`` maps thermal pixels to visible pixels (``x_v ~ H @ x_t``) and is None when
-    fewer than 4 matches were found or robust estimation failed.
+    it is not supported by the evidence: fewer than 4 matches, robust estimation failed, or
+    verification rejected it (``verification`` says why; see :mod:`distillmatch_ros.verification`).
+    ``confidence`` is the alignment confidence in [0, 1] (0 whenever ``homography`` is None).
     """
 
     visible_points: np.ndarray  # (N, 2) float32
@@ -22,6 +24,9 @@ class MatchResult:
     homography: Optional[np.ndarray] = None  # (3, 3) float64, thermal -> visible
     inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (N,) bool
     timings_ms: Dict[str, float] = field(default_factory=dict)  # per stage, for diagnostics
+    confidence: float = 0.0  # alignment confidence in [0, 1]
+    verification: str = "no matches"  # "ok", or why there is no homography
+    evidence: Dict[str, float] = field(default_factory=dict)  # what verification looked at
 
     def __len__(self) -> int:
         return int(self.visible_points.shape[0])

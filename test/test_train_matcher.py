@@ -18,24 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    """Generated aligned pairs (visible/ + thermal/) and a 2-pair npz validation set."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for side in ("visible", "thermal"):
-        (root / "pairs" / side).mkdir(parents=True)
-    (root / "val").mkdir()
-    for i in range(4):
-        base = cv2.resize(rng.integers(0, 255, (12, 16, 3)).astype(np.uint8), (128, 96),
-                          interpolation=cv2.INTER_CUBIC)
-        th = 255 - cv2.GaussianBlur(cv2.cvtColor(base, cv2.COLOR_BGR2GRAY), (0, 0), 1.0)
-        cv2.imwrite(str(root / "pairs" / "visible" / f"{i}.png"), base)
-        cv2.imwrite(str(root / "pairs" / "thermal" / f"{i}.png"), th)
-        if i < 2:
-            H = np.array([[1.02, 0.01, 3.0], [-0.01, 0.98, 2.0], [0, 0, 1]])
-            th_w = cv2.warpPerspective(th, np.linalg.inv(H), (128, 96))
-            np.savez(root / "val" / f"p{i}.npz", visible=base, thermal=th_w, H=H)
-    return root
+def data_root(training_data_root) -> Path:
+    return training_data_root
 
 
 def _args(out: Path, data_root: Path, *extra: str):

@@ -3,6 +3,7 @@
     python -m training.export runs/tiny/best.pt --onnx out/tiny.onnx [--size 640x512]
     python -m training.export runs/tiny/best.pt --tensorrt out/          # on a GPU machine
     python -m training.export runs/tiny/last.pt --checkpoint models/distillmatch_tiny.pt --card card.json
+    python -m training.export runs/fine/best.pt --trunk-from runs/coarse/best.pt --checkpoint out.pt
 
 Accepts an inference checkpoint (``best.pt``) or a training state (``last.pt``: weights, optimizer,
 config). Every ONNX export is checked against PyTorch on a random textured pair before it is kept.
@@ -39,6 +40,35 @@ def load_any(path: Path):
         return model.eval(), {"train_config": obj["config"], "step": obj.get("step")}
 
 
+FROZEN_TAPS = ("texture.backbone._conv_stem.", "texture.backbone._bn0.", "texture.backbone._blocks.0.",
+               "texture.backbone._blocks.1.", "texture.backbone._blocks.2.")
+
+
+def compose_trunk(model, trunk_path: Path) -> int:
+    """Take every tensor but the cross-modal fine stage from another checkpoint.
+
+    The "cross" fine stage reads only the frozen ImageNet backbone taps (stem and blocks 0-2),
+    so a fine stage trained by ``train_fine`` composes with a coarse level trained further by
+    ``train_matcher`` (``freeze_backbone_blocks >= 3``), provided those taps are identical.
+    Returns the number of tensors taken.
+    """
+    if model.cross_fine is None:
+        raise SystemExit("--trunk-from needs a checkpoint with fine_stage='cross'")
+    other, _ = load_any(trunk_path)
+    theirs, own = other.state_dict(), model.state_dict()
+    for k, v in own.items():
+        if k.startswith(FROZEN_TAPS) and not torch.allclose(v.float(), theirs[k].float(), atol=1e-3):
+            raise SystemExit(f"--trunk-from {trunk_path}: backbone tap {k} differs; the fine stage was "
+                             "trained on other features (train the coarse level with freeze_backbone_blocks>=3)")
+    take = {k: theirs[k].to(v.dtype) for k, v in own.items() if not k.startswith("cross_fine.") and k in theirs
+            and theirs[k].shape == v.shape}
+    missing = [k for k in own if not k.startswith("cross_fine.") and k not in take]
+    if missing:
+        raise SystemExit(f"--trunk-from {trunk_path}: no matching tensors for {missing[:4]}")
+    model.load_state_dict(take, strict=False)
+    return len(take)
+
+
 def check_onnx(model, onnx_path: Path, tol: float = 0.05) -> float:
     """Max coordinate difference between ONNX Runtime and PyTorch on the same random pair."""
     import onnxruntime as ort
@@ -68,11 +98,17 @@ def main(argv=None) -> int:
     ap.add_argument("--tensorrt", default=None, help="build a TensorRT engine into this cache folder")
     ap.add_argument("--checkpoint", dest="out_ckpt", default=None, help="write a compact fp16 inference checkpoint")
     ap.add_argument("--card", default=None, help="JSON model card merged into --checkpoint's card")
+    ap.add_argument("--trunk-from", default=None,
+                    help="take everything but the cross-modal fine stage from this checkpoint (see compose_trunk)")
     ap.add_argument("--match-threshold", type=float, default=None,
                     help="default confidence threshold stored in the checkpoint's config")
     a = ap.parse_args(argv)
     size = tuple(int(v) for v in a.size.lower().split("x")) if a.size else None
     model, card = load_any(Path(a.checkpoint))
+    if a.trunk_from:
+        n = compose_trunk(model, Path(a.trunk_from))
+        card["trunk_from"] = str(a.trunk_from)
+        print(f"took {n} tensors from {a.trunk_from}")
     model = with_input_size(model, size)
     if a.match_threshold is not None:
         model.config["match_threshold"] = a.match_threshold

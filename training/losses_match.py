@@ -63,7 +63,7 @@ def sample_gt_pairs(gt: Dict[str, torch.Tensor], k: int, generator: torch.Genera
 
     Returns idx_v [B,K], idx_t [B,K], mask [B,K] (False where an item had no positive at all).
     """
-    pos = gt["positive"].float()
+    pos = gt["positive"].float()  # boolean, or non-negative sampling weights
     has_any = pos.sum(1) > 0
     weights = torch.where(has_any.unsqueeze(1), pos, torch.ones_like(pos))
     idx_v = torch.multinomial(weights, k, replacement=True, generator=generator)

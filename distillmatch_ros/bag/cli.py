@@ -1,4 +1,4 @@
-"""`distillmatch bag-eval | make-bag | demo`: the recording-side subcommands.
+"""`distillmatch bag-eval | calibrate | make-bag | demo`: the recording-side subcommands.
 
 Registered into the package's ``distillmatch`` command by :func:`add_subcommands`; also runnable
 alone as ``python -m distillmatch_ros.bag``. Expected failures (bad bag, topic, encoding,
@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from ..errors import DistillMatchError
+from .io import BagError
 from .make_bag import THERMAL_TOPIC, VISIBLE_TOPIC
 
 
@@ -45,6 +46,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--rig-mode", default="on", choices=["on", "off"],
                    help="on: hold a filtered homography and re-match at --match-rate (node default)")
     p.add_argument("--match-rate", type=float, default=None, help="re-match rate in rig mode [Hz]; 0 = every pair")
+    p.add_argument("--rig-calibration", default=None, metavar="YAML",
+                   help="rig mode: fuse with this calibration (distillmatch calibrate) and report drift against it")
     p.add_argument("--slop", type=float, default=0.05, help="synchronizer slop [s]")
     p.add_argument("--queue-size", type=int, default=10)
     p.add_argument("--examples", type=int, default=4, help="example fused frames to save")
@@ -52,6 +55,24 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true")
     _add_matcher_args(p)
     p.set_defaults(func=cmd_bag_eval)
+
+    p = subparsers.add_parser("calibrate", help="calibrate a rigid rig's thermal->visible homography from a bag",
+                              description="Pool verified correspondences over many synchronized pairs of a "
+                              "bag (different content, all image regions), fit one homography robustly, refine "
+                              "it densely and estimate its corner uncertainty; write a YAML rig calibration.")
+    p.add_argument("bag", help="bag folder (metadata.yaml + .db3/.mcap) or a .mcap file")
+    p.add_argument("--visible-topic", default=VISIBLE_TOPIC)
+    p.add_argument("--thermal-topic", default=THERMAL_TOPIC)
+    p.add_argument("--out", required=True, help="calibration YAML to write (e.g. rig.yaml)")
+    p.add_argument("--frames", type=int, default=20, help="frames to pool (chosen for content and coverage)")
+    p.add_argument("--gt-homography", default=None, help="JSON 3x3 thermal->visible truth: report the error")
+    p.add_argument("--report", default=None, metavar="DIR", help="write report.json and report.md here")
+    p.add_argument("--no-refine", action="store_true", help="skip the dense refinement (faster, less precise)")
+    p.add_argument("--slop", type=float, default=0.05, help="synchronizer slop [s]")
+    p.add_argument("--queue-size", type=int, default=10)
+    p.add_argument("--no-progress", action="store_true")
+    _add_matcher_args(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = subparsers.add_parser("make-bag", help="make a two-camera bag from pairs with a rig homography",
                               description="Write a bag from visible/thermal pairs (folder or npz) with "
@@ -116,6 +137,10 @@ def cmd_bag_eval(args) -> int:
     from .io import BagReader
 
     gt = load_gt_homography(args.gt_homography) if args.gt_homography else None
+    calibration = None
+    if args.rig_calibration:
+        from ..calibration import load_calibration
+        calibration = load_calibration(args.rig_calibration)
     with BagReader(args.bag) as reader:  # cheap checks before the model loads
         topics = reader.require_image_topics([args.visible_topic, args.thermal_topic])
         kinds = reader.topics()
@@ -126,8 +151,35 @@ def cmd_bag_eval(args) -> int:
     s = bag_eval(args.bag, matcher, args.visible_topic, args.thermal_topic, args.report, gt_homography=gt,
                  out_bag=args.out_bag, out_storage=args.out_storage, config=_pipeline_config(args),
                  queue_size=args.queue_size, slop=args.slop, examples=args.examples,
-                 progress=not args.no_progress, skip_bad_pairs=args.skip_bad_pairs, matcher_name=name)
+                 progress=not args.no_progress, skip_bad_pairs=args.skip_bad_pairs, matcher_name=name,
+                 calibration=calibration)
     _print_summary(s, args.report)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate_bag
+    from .io import BagReader
+    from .replay import load_gt_homography
+
+    if args.frames < 2:
+        raise BagError("--frames must be at least 2")
+    gt = load_gt_homography(args.gt_homography) if args.gt_homography else None
+    with BagReader(args.bag) as reader:  # cheap checks before the model loads
+        reader.require_image_topics([args.visible_topic, args.thermal_topic])
+    matcher, name = _matcher(args)
+    r = calibrate_bag(args.bag, matcher, args.visible_topic, args.thermal_topic, args.out, frames=args.frames,
+                      gt_homography=gt, report_dir=args.report, refine=not args.no_refine, queue_size=args.queue_size,
+                      slop=args.slop, progress=not args.no_progress, matcher_name=name)
+    c = r["calibration"]
+    unc = c["corner_uncertainty_px"].get("mean")
+    line = (f"calibrated from {c['frames_used']} frames, {c['inliers_used']} inliers; corner uncertainty "
+            f"{'n/a' if unc is None else f'{unc:.2f} px'}")
+    if "calibrated_error_px" in r:
+        line += (f"; error vs ground truth {r['calibrated_error_px']:.2f} px (per-pair median "
+                 f"{r['per_pair_error_median_px']:.2f} px)")
+    print(line)
+    print(f"wrote {args.out}" + (f"; report: {os.path.join(args.report, 'report.md')}" if args.report else ""))
     return 0
 
 

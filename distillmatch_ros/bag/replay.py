@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .. import evaluation
+from ..calibration import CalibrationError
 from ..errors import InputError
 from ..image_codec import (THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_compressed, is_compressed,
                            thermal_to_numpy, visible_to_numpy)
@@ -85,7 +86,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
              gt_homography: Optional[np.ndarray] = None, out_bag: Optional[str] = None,
              out_storage: str = "sqlite3", config: Optional[PipelineConfig] = None,
              queue_size: int = 10, slop: float = 0.05, examples: int = 4, progress: bool = True,
-             skip_bad_pairs: bool = False, plots: bool = True, matcher_name: str = "") -> Dict:
+             skip_bad_pairs: bool = False, plots: bool = True, matcher_name: str = "",
+             calibration: Any = None) -> Dict:
     """Replay ``bag`` and write report.json, report.md, plots and example fused frames.
 
     ``matcher`` is anything with ``.match(visible, thermal) -> MatchResult`` (normally a
@@ -95,6 +97,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
 
     os.makedirs(report_dir, exist_ok=True)
     pipe = PairPipeline(matcher, config or PipelineConfig())
+    if calibration is not None:  # a rig calibration (calibration.Calibration): fuse with it
+        pipe.set_calibration(calibration)
     sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop=slop, streams=("visible", "thermal"))
     if visible_topic == thermal_topic:
         raise BagError("visible and thermal topics must differ")
@@ -120,6 +124,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
             for vmsg, tmsg, sv, st in _synchronized(reader, sync, stream_of, bar):
                 try:
                     out = pipe.process_messages(vmsg, tmsg)
+                except CalibrationError as e:
+                    raise BagError(f"the rig calibration does not fit this bag: {e}") from e
                 except InputError as e:
                     if not skip_bad_pairs:
                         raise BagError(f"pair at visible stamp {sv} ns could not be processed: {e}") from e
@@ -145,6 +151,7 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
             "thermal_topic": thermal_topic, "visible_type": counts[visible_topic][0],
             "thermal_type": counts[thermal_topic][0], "matcher": matcher_name or type(matcher).__name__,
             "rig_mode": pipe.config.rig_mode, "match_rate_hz": pipe.config.match_rate_hz,
+            "rig_calibration": calibration is not None,
             "sync": {"queue_size": queue_size, "slop_s": slop, **sync_stats},
             "pipeline_counters": dict(pipe.counters), "bad_pairs": bad_pairs,
             "out_bag": os.path.abspath(out_bag) if out_bag else None}

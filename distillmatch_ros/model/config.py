@@ -25,7 +25,14 @@ TINY: Dict[str, Any] = {
     "fine_window_4": 5,           # window (cells) searched at 1/4
     "fine_window_2": 3,           # window (cells) searched at 1/2
     "temperature": 0.1,           # dual-softmax temperature
-    "fine_correlation": "cosine", # fine windows: "cosine" or "centred" (window mean removed first)
+    "fine_correlation": "cosine", # "window" stage only: "cosine" or "centred" (window mean removed first)
+    "fine_expectation": "local",  # "local": soft-argmax around each window's argmax; "soft": whole window (biased)
+    "fine_stage": "window",       # "window": per-image features (shipped); "cross": windows attend to each other (cross_fine.py)
+    "cross_fine_dims": [32, 32],  # "cross" stage: fine feature / token width at 1/2 and 1/4
+    "cross_fine_layers": 1,       # "cross" stage: attention layers per level (cross, optionally self first)
+    "cross_fine_heads": 2,
+    "cross_fine_self_attention": False,  # self attention inside each window before the cross (CPU cost)
+    "cross_fine_vis_window": 3,   # visible window (cells) whose tokens the thermal window attends to
 }
 
 BASE: Dict[str, Any] = dict(TINY, **{
@@ -52,13 +59,26 @@ def make_config(preset: str = "tiny", **overrides: Any) -> Dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown model config keys: {sorted(unknown)}")
     cfg.update(overrides)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Dict[str, Any]) -> None:
     if cfg["fine_correlation"] not in ("cosine", "centred"):
         raise ValueError(f"fine_correlation must be 'cosine' or 'centred', got {cfg['fine_correlation']!r}")
-    return cfg
+    if cfg["fine_expectation"] not in ("local", "soft"):
+        raise ValueError(f"fine_expectation must be 'local' or 'soft', got {cfg['fine_expectation']!r}")
+    if cfg["fine_stage"] not in ("cross", "window"):
+        raise ValueError(f"fine_stage must be 'cross' or 'window', got {cfg['fine_stage']!r}")
 
 
 def complete_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Fill keys missing from an older checkpoint's config with its preset's defaults."""
     base = copy.deepcopy(PRESETS.get(cfg.get("preset", "tiny"), TINY))
+    if "fine_stage" not in cfg:  # written before the cross-modal stage existed
+        base["fine_stage"] = "window"
+    if "fine_expectation" not in cfg:  # written before the local expectation existed
+        base["fine_expectation"] = "soft"
     base.update(cfg)
+    check_config(base)
     return base

@@ -16,6 +16,7 @@ from .attention import sine_position_encoding
 from .cefg import CEFG
 from .coarse import CoarseMatching
 from .config import complete_config
+from .cross_fine import CrossFine
 from .fine import FineLevel, SubpixelRefiner
 from .semantic import SemanticStudent
 from .stfa import STFA
@@ -29,6 +30,12 @@ def cell_centres(idx: torch.Tensor, grid_w: int, stride: int = 8) -> torch.Tenso
     return torch.stack([x, y], dim=-1) * stride + (stride - 1) / 2.0
 
 
+def inside(pts: torch.Tensor, size_wh: Tuple[int, int]) -> torch.Tensor:
+    """Points clamped to the image (pixel centres at integers): a window read-out near the
+    border can land past the last pixel, where no correspondence can be."""
+    return torch.stack([pts[..., 0].clamp(-0.5, size_wh[0] - 0.5), pts[..., 1].clamp(-0.5, size_wh[1] - 0.5)], -1)
+
+
 class DistillMatch(nn.Module):
     def __init__(self, config: Dict[str, Any]):
         super().__init__()
@@ -40,6 +47,14 @@ class DistillMatch(nn.Module):
                          inject=bool(cfg["cefg_inject"]))
         self.stfa = STFA(cfg["semantic_dim"], d8, cfg["heads"])
         self.coarse = CoarseMatching(d8, cfg["coarse_layers"], cfg["heads"], cfg["temperature"])
+        self.match_threshold = float(cfg["match_threshold"])
+        self.max_matches = int(cfg["max_matches"])
+        self.cross_fine = None
+        if cfg["fine_stage"] == "cross":
+            taps = self.texture.backbone.block_channels
+            self.cross_fine = CrossFine(taps[0], taps[2], cfg)
+            return
+        # The "window" fine stage (older checkpoints): per-image window correlation.
         # Coarse-to-fine feature injection (EfficientLoFTR-style): the fine levels receive the
         # transformed, cross-modal 1/8 features, so their window correlation is not left to raw
         # per-modality CNN features. Zero-initialised: a no-op until training moves it.
@@ -49,11 +64,10 @@ class DistillMatch(nn.Module):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
         centred = cfg["fine_correlation"] == "centred"
-        self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4, centred)
-        self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2, centred)
+        local = cfg["fine_expectation"] == "local"
+        self.fine4 = FineLevel(d4, cfg["fine_window_4"], 4, centred, local)
+        self.fine2 = FineLevel(d2, cfg["fine_window_2"], 2, centred, local)
         self.refine = SubpixelRefiner(d2, cfg["fine_window_2"], 2)
-        self.match_threshold = float(cfg["match_threshold"])
-        self.max_matches = int(cfg["max_matches"])
 
     def forward(self, visible: torch.Tensor, thermal: torch.Tensor,
                 coarse_pairs: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
@@ -68,9 +82,10 @@ class DistillMatch(nn.Module):
         b, _, h, w = visible.shape
         size_wh = (w, h)
         x = torch.cat([visible, thermal], dim=0) * 2.0 - 1.0
-        f2, f4, f8 = self.texture(x)
+        cross = self.cross_fine is not None
+        taps = self.texture(x, with_taps=cross)
+        f2, f4, f8 = taps[:3]
         s8 = self.semantic(x)
-        f2v, f2t = f2.chunk(2)
         f4v, f4t = f4.chunk(2)
         s8v, s8t = s8.chunk(2)
         f8v, f8t = f8.chunk(2)
@@ -89,12 +104,24 @@ class DistillMatch(nn.Module):
             idx_v, idx_t = coarse_pairs
             scores = torch.gather(conf.reshape(b, -1), 1, idx_v * conf.shape[2] + idx_t)
             valid = torch.ones_like(scores, dtype=torch.bool)
-        f4v, f4t, f2v, f2t = self._inject_coarse(cv, ct, (gh, gw), f4v, f4t, f2v, f2t)
         pv = cell_centres(idx_v, gw)
         pt0 = cell_centres(idx_t, gw)
+        if cross:
+            (b2v, b2t), (b4v, b4t) = taps[3].chunk(2), taps[4].chunk(2)
+            out = self.cross_fine(b2v, b2t, b4v, b4t, pv, pt0, size_wh)
+            out["visible_points"] = inside(out["visible_points"], size_wh)
+            out["thermal_points"] = inside(out["thermal_points"], size_wh)
+            out.update({"scores": scores, "valid": valid, "conf": conf, "modality_logits": modality_logits,
+                        "coarse_visible": pv, "coarse_thermal": pt0})
+            if with_kd:
+                out["student_features"] = self.semantic.project(s8)
+            return out
+        f2v, f2t = f2.chunk(2)
+        f4v, f4t, f2v, f2t = self._inject_coarse(cv, ct, (gh, gw), f4v, f4t, f2v, f2t)
         logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
         logits2, pt2, _ = self.fine2(f2v, f2t, pv, pt1, size_wh)
         pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
+        pv_f, pt_f = inside(pv_f, size_wh), inside(pt_f, size_wh)
         out = {
             "visible_points": pv_f, "thermal_points": pt_f, "scores": scores, "valid": valid,
             "conf": conf, "modality_logits": modality_logits,
@@ -103,6 +130,23 @@ class DistillMatch(nn.Module):
         }
         if with_kd:
             out["student_features"] = self.semantic.project(s8)  # [2B, teacher_dim, h/8, w/8]
+        return out
+
+    def forward_fine(self, visible: torch.Tensor, thermal: torch.Tensor, pv: torch.Tensor,
+                     pt0: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Only the cross-modal fine stage, from given coarse points [B,K,2] (working pixels).
+
+        Fine-stage training uses it: the backbone taps are frozen ImageNet layers, so nothing
+        but the fine stage has to run, and every step can supervise many matches.
+        """
+        if self.cross_fine is None:
+            raise ValueError("forward_fine needs fine_stage='cross'")
+        b, _, h, w = visible.shape
+        with torch.no_grad():
+            b2, b4 = self.texture.fine_taps(torch.cat([visible, thermal], dim=0) * 2.0 - 1.0)
+        (b2v, b2t), (b4v, b4t) = b2.chunk(2), b4.chunk(2)
+        out = self.cross_fine(b2v, b2t, b4v, b4t, pv, pt0, (w, h))
+        out.update({"coarse_visible": pv, "coarse_thermal": pt0})
         return out
 
     def _inject_coarse(self, cv, ct, grid, f4v, f4t, f2v, f2t):

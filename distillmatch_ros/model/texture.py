@@ -45,12 +45,21 @@ class TextureCNN(nn.Module):
         self.out4 = sep_conv_bn_relu(d4, d4)
         self.out2 = sep_conv_bn_relu(d2, d2)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: [B,1,H,W] normalised gray. Returns (f2, f4, f8)."""
+    def forward(self, x: torch.Tensor, with_taps: bool = False):
+        """x: [B,1,H,W] normalised gray. Returns (f2, f4, f8), or with ``with_taps`` (None, f4, f8,
+        b2, b4): the raw backbone outputs at 1/2 and 1/4 that the cross-modal fine stage reads
+        (it has its own 1/2 features, so the pyramid's 1/2 level is not computed)."""
         b2, b4, b8 = self.backbone(x, _TAPS)
         f8 = self.lat8(b8)
         f4 = self.lat4(b4) + F.interpolate(self.top8_4(f8), size=b4.shape[-2:], mode="bilinear",
                                            align_corners=False)
+        if with_taps:
+            return None, self.out4(f4), self.out8(f8), b2, b4
         f2 = self.lat2(b2) + F.interpolate(self.top4_2(f4), size=b2.shape[-2:], mode="bilinear",
                                            align_corners=False)
         return self.out2(f2), self.out4(f4), self.out8(f8)
+
+    def fine_taps(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Only the raw 1/2 and 1/4 backbone outputs (fine-stage training skips the rest)."""
+        b2, b4 = self.backbone(x, _TAPS[:2])
+        return b2, b4

@@ -1,0 +1,178 @@
+"""``distillmatch calibrate``: a rig's thermal -> visible homography from a recording.
+
+Nothing here reads, pairs or matches on its own: messages come from :class:`BagReader`, pairs
+from the node's synchronizer (``replay._synchronized``), and every pair goes through the
+node's :meth:`PairPipeline.step` (thermal stall checks, the Matcher with its verification).
+The verified frames are pooled and fitted by :mod:`distillmatch_ros.calibration`.
+
+Before the network runs on a pair, its thermal thumbnail is compared with the frames already
+matched: a repeat of known content adds nothing to a rig calibration (the matcher's error on
+the same content repeats), so it is skipped; matching stops after ``4 x frames`` candidates.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .. import calibration as cal_mod
+from .. import evaluation
+from ..errors import InputError
+from ..image_codec import thermal_to_numpy, visible_to_numpy
+from ..pipeline import PairPipeline, PipelineConfig
+from ..preprocess import check_visible, normalize_thermal
+from ..sync import ApproximateTimeSynchronizer, header_stamp_ns
+from .io import BagError, BagReader
+from .replay import _check_encodings, _synchronized
+
+
+def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, out_path: str,
+                  frames: int = 20, gt_homography: Optional[np.ndarray] = None, report_dir: Optional[str] = None,
+                  refine: bool = True, queue_size: int = 10, slop: float = 0.05, min_novelty: float = 0.02,
+                  max_candidates: Optional[int] = None, progress: bool = True, matcher_name: str = "") -> Dict:
+    """Calibrate from ``bag``, write ``out_path`` (YAML) and, with ``report_dir``, a report.
+
+    Returns the report content (also written as report.json / report.md in ``report_dir``).
+    """
+    from tqdm import tqdm
+
+    if frames < 2:
+        raise BagError("--frames must be at least 2")
+    if visible_topic == thermal_topic:
+        raise BagError("visible and thermal topics must differ")
+    max_candidates = max_candidates or 4 * frames
+    pipe = PairPipeline(matcher, PipelineConfig(rig_mode=False, fuse=False))
+    sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop=slop, streams=("visible", "thermal"))
+    stream_of = {visible_topic: "visible", thermal_topic: "thermal"}
+    opts = getattr(matcher, "options", {})
+    candidates: List[cal_mod.FrameEvidence] = []
+    seen_thumbs: List[np.ndarray] = []
+    per_pair: List[Dict[str, Any]] = []
+    sizes = None
+    counts = {"pairs": 0, "skipped_repeat": 0, "matched": 0, "verified": 0, "rejected": 0, "bad": 0}
+    reasons: Dict[str, int] = {}
+    stamps: List[int] = []
+    with BagReader(bag) as reader:
+        reader.require_image_topics([visible_topic, thermal_topic])
+        _check_encodings(reader, visible_topic, thermal_topic)
+        bar = tqdm(total=reader.count([visible_topic, thermal_topic]), desc="calibrate", unit="msg",
+                   disable=not progress)
+        for vmsg, tmsg, sv, st in _synchronized(reader, sync, stream_of, bar):
+            counts["pairs"] += 1
+            stamps.append(int(sv))
+            if counts["matched"] >= max_candidates:
+                continue
+            try:
+                vis = visible_to_numpy(vmsg)
+                th = thermal_to_numpy(tmsg)
+                th8 = normalize_thermal(th, opts.get("thermal_low_pct", 1.0), opts.get("thermal_high_pct", 99.0),
+                                        opts.get("thermal_clahe", False), opts.get("thermal_min_span", 0.0))
+            except InputError:
+                counts["bad"] += 1
+                continue
+            thumb = cal_mod.thumbnail(th8)
+            if seen_thumbs and max(float(thumb @ t) for t in seen_thumbs) > 1.0 - min_novelty:
+                counts["skipped_repeat"] += 1
+                continue
+            try:
+                out = pipe.step(vis, th, header_stamp_ns(vmsg))
+            except InputError:
+                counts["bad"] += 1
+                continue
+            if not out.matched:
+                continue
+            counts["matched"] += 1
+            seen_thumbs.append(thumb)
+            res = out.result
+            sizes = (out.thermal_size, out.visible_size)
+            row: Dict[str, Any] = {"stamp_ns": int(sv), "matches": len(res), "inliers": res.num_inliers,
+                                   "verified": res.homography is not None, "verification": res.verification,
+                                   "confidence": round(float(res.confidence), 3)}
+            if gt_homography is not None:
+                truth = evaluation.GroundTruth.from_homography(gt_homography, out.thermal_size)
+                row["error_px"] = evaluation.homography_error(truth, np.asarray(res.visible_points, np.float64),
+                                                              np.asarray(res.thermal_points, np.float64))
+                row["verified_error_px"] = (evaluation.probe_error(truth, res.homography)
+                                            if res.homography is not None else None)
+            per_pair.append(row)
+            ev = cal_mod.evidence_from_result(res, sv, th8, out.thermal_size, check_visible(vis), keep_images=refine)
+            if ev is None:
+                counts["rejected"] += 1
+                reasons[res.verification] = reasons.get(res.verification, 0) + 1
+                continue
+            counts["verified"] += 1
+            candidates.append(ev)
+            bar.set_postfix(verified=counts["verified"])
+        bar.close()
+    if not candidates:
+        raise BagError(f"no pair of {bag} gave a verified homography ({counts['matched']} matched, reasons: "
+                       f"{reasons or 'none'}); check the topics, or record views with more structure")
+    chosen = cal_mod.select_frames(candidates, frames)
+    cal = cal_mod.fit_pooled(chosen, sizes[0], sizes[1], cal_mod.FitOptions(refine=refine))
+    cal.model = matcher_name or str(getattr(matcher, "model_path", ""))
+    cal.source = {"bag": os.path.abspath(bag), "visible_topic": visible_topic, "thermal_topic": thermal_topic,
+                  "bag_time_range_ns": [min(stamps), max(stamps)] if stamps else None}
+    cal_mod.save_calibration(out_path, cal)
+    report: Dict[str, Any] = {"calibration": cal.to_dict(), "out": os.path.abspath(out_path), "counts": counts,
+                              "rejected_by": reasons, "pairs": per_pair}
+    if gt_homography is not None:
+        truth = evaluation.GroundTruth.from_homography(gt_homography, sizes[0])
+        errs = [r["error_px"] for r in per_pair]
+        ver = [r["verified_error_px"] for r in per_pair if r["verified_error_px"] is not None]
+        report["calibrated_error_px"] = evaluation.probe_error(truth, cal.homography)
+        report["per_pair_error_median_px"] = float(np.median(errs)) if errs else None
+        report["verified_pair_error_median_px"] = float(np.median(ver)) if ver else None
+        report["per_pair_auc"] = {str(t): evaluation.auc(errs, t) for t in evaluation.AUC_THRESHOLDS}
+        pool_only = cal_mod.fit_pooled(chosen, sizes[0], sizes[1], cal_mod.FitOptions(refine=False, bootstrap=0))
+        report["pooled_without_refinement_error_px"] = evaluation.probe_error(truth, pool_only.homography)
+    if report_dir:
+        _write_report(report, report_dir)
+    return report
+
+
+def _write_report(report: Dict, report_dir: str) -> None:
+    os.makedirs(report_dir, exist_ok=True)
+    with open(os.path.join(report_dir, "report.json"), "w") as f:
+        json.dump(_jsonable(report), f, indent=1, allow_nan=False)
+    c, counts = report["calibration"], report["counts"]
+    unc = c["corner_uncertainty_px"]
+    lines = ["# distillmatch calibrate report", "",
+             f"- bag: `{c['source'].get('bag')}`, topics `{c['source'].get('visible_topic')}` / "
+             f"`{c['source'].get('thermal_topic')}`", f"- model: {c['model']}", f"- written: `{report['out']}`", "",
+             "| figure | value |", "|---|---|",
+             f"| synchronized pairs | {counts['pairs']} |",
+             f"| matched / verified / rejected | {counts['matched']} / {counts['verified']} / {counts['rejected']} |",
+             f"| skipped as repeated content | {counts['skipped_repeat']} |",
+             f"| frames used / inliers used | {c['frames_used']} / {c['inliers_used']} |",
+             f"| corner uncertainty mean / max (bootstrap) | {_f(unc.get('mean'))} / {_f(unc.get('max'))} px |",
+             f"| refinement | {c['method'].get('refine')} |"]
+    if "calibrated_error_px" in report:
+        lines += [f"| **calibrated homography error** (vs ground truth) | **{_f(report['calibrated_error_px'])} px** |",
+                  f"| pooled fit before refinement | {_f(report['pooled_without_refinement_error_px'])} px |",
+                  f"| per-pair error median (protocol fit, all matched pairs) | "
+                  f"{_f(report['per_pair_error_median_px'])} px |",
+                  f"| per-pair error median (verified pairs only) | {_f(report['verified_pair_error_median_px'])} px |",
+                  "| per-pair AUC@3/5/10 | " + " / ".join(f"{report['per_pair_auc'][k]:.3f}" for k in ("3", "5", "10"))
+                  + " |"]
+    if report["rejected_by"]:
+        lines += ["", "Rejected pairs by reason: " + "; ".join(f"{k}: {v}" for k, v in report["rejected_by"].items())]
+    with open(os.path.join(report_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _f(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.2f}"
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o

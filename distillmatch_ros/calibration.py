@@ -1,0 +1,520 @@
+"""Rigid-rig calibration: one thermal -> visible homography from many verified frames (ROS-free).
+
+Why pooling: on a rigid rig the homography is the same in every frame, so the inliers of many
+frames can be fitted together. It helps only when the frames show *different* content: the
+matcher's error on the same content repeats from frame to frame (DATA.md, "Pooling frames of
+one rig"). So :class:`FramePool` keeps a frame only when it is new (its thermal thumbnail is
+unlike every kept one) or covers image regions the pool lacks, and :func:`fit_pooled` balances
+frames so that none dominates (at most ``per_frame_cap`` points each, spread over the frame).
+
+Why a dense refinement (:func:`refine_dense`): pooling averages the matcher's random error
+but not its imprecision, which the evaluation notes trace to the fine stage (most returned
+matches are 3-8 px off on new cameras). Once the pooled fit is within a few pixels, each
+frame's thermal image is warped into the visible one and a modality-robust, orientation-of-
+gradient descriptor (CFOG-like: per-orientation gradient energy, smoothed, normalised across
+orientations) is matched by template search at a grid of points; those displacements, pooled
+over frames and fitted robustly, correct the homography. It costs about a second a frame:
+fine for a calibration that runs once, not for every frame.
+
+The uncertainty is a bootstrap over frames: the fit is repeated on frames drawn with
+replacement and the spread of the thermal corners' images is reported in thermal pixels.
+
+Used by ``distillmatch calibrate`` (bag), bag-eval's and the node's rig mode (pooled
+evidence, without the dense step) and the node's ``~/calibrate`` service.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .errors import DistillMatchError
+
+Size = Tuple[int, int]  # (width, height)
+
+
+class CalibrationError(DistillMatchError, RuntimeError):
+    """A calibration cannot be computed, or a calibration file cannot be used."""
+
+
+# -- what one frame contributes -------------------------------------------------------------
+@dataclass
+class FrameEvidence:
+    """The verified inliers of one pair, with what frame selection needs."""
+
+    stamp_ns: int
+    thermal_points: np.ndarray  # (N, 2) float64, inliers only
+    visible_points: np.ndarray  # (N, 2) float64
+    scores: np.ndarray  # (N,)
+    thumb: np.ndarray  # small normalised thermal thumbnail (content signature)
+    cells: np.ndarray  # bool grid: thermal image cells holding an inlier
+    thermal: Optional[np.ndarray] = None  # uint8 thermal (for the dense refinement), optional
+    visible: Optional[np.ndarray] = None  # uint8 gray visible, optional
+
+
+THUMB = (16, 12)
+GRID = (8, 6)
+
+
+def thumbnail(gray: np.ndarray) -> np.ndarray:
+    """A 16x12 zero-mean, unit-norm thumbnail: frames with the same content look alike."""
+    t = cv2.resize(np.asarray(gray, np.float32), THUMB, interpolation=cv2.INTER_AREA).ravel()
+    t -= t.mean()
+    n = float(np.linalg.norm(t))
+    return t / n if n > 1e-6 else t
+
+
+def coverage_cells(points: np.ndarray, size: Size) -> np.ndarray:
+    w, h = size
+    g = np.zeros((GRID[1], GRID[0]), bool)
+    if len(points):
+        c = np.clip((points[:, 0] / w * GRID[0]).astype(int), 0, GRID[0] - 1)
+        r = np.clip((points[:, 1] / h * GRID[1]).astype(int), 0, GRID[1] - 1)
+        g[r, c] = True
+    return g
+
+
+def evidence_from_result(result: Any, stamp_ns: int, thermal_gray: np.ndarray, thermal_size: Size,
+                         visible_gray: Optional[np.ndarray] = None, keep_images: bool = False
+                         ) -> Optional[FrameEvidence]:
+    """FrameEvidence of a verified MatchResult (None when it has no verified homography)."""
+    if result.homography is None or not result.inliers.any():
+        return None
+    inl = result.inliers
+    tp = np.asarray(result.thermal_points, np.float64)[inl]
+    return FrameEvidence(int(stamp_ns), tp, np.asarray(result.visible_points, np.float64)[inl],
+                         np.asarray(result.scores, np.float32)[inl], thumbnail(thermal_gray),
+                         coverage_cells(tp, thermal_size),
+                         np.asarray(thermal_gray) if keep_images else None,
+                         np.asarray(visible_gray) if keep_images and visible_gray is not None else None)
+
+
+class FramePool:
+    """Frames of one rig, kept only when they add new content or new image regions.
+
+    ``min_novelty``: a frame whose thumbnail correlates above ``1 - min_novelty`` with a kept
+    frame's, and which covers no new cell, is a repeat. ``max_frames``: when full, the frame
+    whose removal loses the least (most similar to another, fewest points) is dropped.
+    """
+
+    def __init__(self, max_frames: int = 30, min_novelty: float = 0.05):
+        self.max_frames, self.min_novelty = int(max_frames), float(min_novelty)
+        self.frames: List[FrameEvidence] = []
+        self.offered = 0
+        self.repeats = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def similarity(self, ev: FrameEvidence) -> float:
+        if not self.frames:
+            return -1.0
+        return float(max(float(ev.thumb @ f.thumb) for f in self.frames))
+
+    def covered(self) -> np.ndarray:
+        g = np.zeros((GRID[1], GRID[0]), bool)
+        for f in self.frames:
+            g |= f.cells
+        return g
+
+    def add(self, ev: Optional[FrameEvidence]) -> bool:
+        """Offer a frame; True when kept."""
+        if ev is None:
+            return False
+        self.offered += 1
+        new_cells = int((ev.cells & ~self.covered()).sum()) if self.frames else int(ev.cells.sum())
+        if self.frames and self.similarity(ev) > 1.0 - self.min_novelty and new_cells == 0:
+            self.repeats += 1
+            return False
+        self.frames.append(ev)
+        if len(self.frames) > self.max_frames:
+            self._drop_one()
+        return True
+
+    def _drop_one(self) -> None:
+        thumbs = np.stack([f.thumb for f in self.frames])
+        sim = thumbs @ thumbs.T
+        np.fill_diagonal(sim, -1.0)
+        redundancy = sim.max(axis=1) - 1e-4 * np.array([len(f.scores) for f in self.frames])
+        del self.frames[int(np.argmax(redundancy))]
+
+    def clear(self) -> None:
+        self.frames.clear()
+
+
+def select_frames(frames: Sequence[FrameEvidence], n: int) -> List[FrameEvidence]:
+    """Greedy choice of ``n`` frames: new image cells first, then the least similar content."""
+    frames = list(frames)
+    if len(frames) <= n:
+        return frames
+    chosen: List[FrameEvidence] = []
+    covered = np.zeros((GRID[1], GRID[0]), bool)
+    left = frames[:]
+    while left and len(chosen) < n:
+        def gain(f):
+            new = int((f.cells & ~covered).sum())
+            sim = max((float(f.thumb @ c.thumb) for c in chosen), default=-1.0)
+            return (new, -sim, len(f.scores))
+        best = max(left, key=gain)
+        chosen.append(best)
+        covered |= best.cells
+        left.remove(best)
+    return sorted(chosen, key=lambda f: f.stamp_ns)
+
+
+# -- fitting ---------------------------------------------------------------------------------
+def balanced_points(frames: Sequence[FrameEvidence], per_frame_cap: int, seed: int = 0):
+    """Pooled (thermal, visible, frame index) with at most ``per_frame_cap`` points a frame,
+    taken evenly over the frame's coverage cells so no frame and no region dominates."""
+    rng = np.random.default_rng(seed)
+    tp, vp, idx = [], [], []
+    for k, f in enumerate(frames):
+        n = len(f.thermal_points)
+        take = np.arange(n)
+        if n > per_frame_cap:
+            # round-robin over cells: shuffle, then order by rank within the cell
+            cell = (f.thermal_points[:, 0] // 40).astype(int) * 1000 + (f.thermal_points[:, 1] // 40).astype(int)
+            order = rng.permutation(n)
+            rank = np.zeros(n, int)
+            seen: Dict[int, int] = {}
+            for i in order:
+                rank[i] = seen.get(cell[i], 0)
+                seen[cell[i]] = rank[i] + 1
+            take = order[np.argsort(rank[order], kind="stable")][:per_frame_cap]
+        tp.append(f.thermal_points[take])
+        vp.append(f.visible_points[take])
+        idx.append(np.full(len(take), k))
+    if not tp:
+        return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, int)
+    return np.concatenate(tp), np.concatenate(vp), np.concatenate(idx)
+
+
+def robust_fit(tp: np.ndarray, vp: np.ndarray, threshold: float) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """USAC_MAGSAC thermal -> visible fit; (H or None, inlier mask)."""
+    if len(tp) < 4:
+        return None, np.zeros(len(tp), bool)
+    H, mask = cv2.findHomography(tp.astype(np.float64), vp.astype(np.float64), cv2.USAC_MAGSAC, threshold,
+                                 maxIters=10000, confidence=0.9999)
+    if H is None or mask is None or not np.isfinite(H).all():
+        return None, np.zeros(len(tp), bool)
+    return H / H[2, 2], mask.ravel().astype(bool)
+
+
+def weighted_dlt(tp: np.ndarray, vp: np.ndarray, w: np.ndarray) -> Optional[np.ndarray]:
+    """Homography minimising the weighted algebraic error (Hartley-normalised DLT)."""
+    if len(tp) < 4:
+        return None
+
+    def norm(p):
+        c = p.mean(axis=0)
+        s = math.sqrt(2) / max(float(np.mean(np.linalg.norm(p - c, axis=1))), 1e-9)
+        return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
+
+    Tt, Tv = norm(tp), norm(vp)
+    a = tp @ Tt[:2, :2].T + Tt[:2, 2]
+    b = vp @ Tv[:2, :2].T + Tv[:2, 2]
+    n = len(a)
+    A = np.zeros((2 * n, 9))
+    A[0::2, 0:2], A[0::2, 2] = a, 1
+    A[0::2, 6:8], A[0::2, 8] = -b[:, :1] * a, -b[:, 0]
+    A[1::2, 3:5], A[1::2, 5] = a, 1
+    A[1::2, 6:8], A[1::2, 8] = -b[:, 1:] * a, -b[:, 1]
+    A *= np.repeat(np.sqrt(np.maximum(w, 0)), 2)[:, None]
+    _, _, vt = np.linalg.svd(A, full_matrices=False)
+    H = np.linalg.inv(Tv) @ vt[-1].reshape(3, 3) @ Tt
+    return H / H[2, 2] if abs(H[2, 2]) > 1e-12 and np.isfinite(H).all() else None
+
+
+def irls_fit(tp: np.ndarray, vp: np.ndarray, H0: np.ndarray, scale: float, iterations: int = 8
+             ) -> Tuple[np.ndarray, np.ndarray]:
+    """Refit from a robust start with Cauchy weights of scale ``scale`` (visible px).
+
+    Why: MAGSAC with a threshold below the frames' own biases keeps the frames that agree with
+    one hypothesis and drops the others, which picks a few frames instead of averaging them.
+    A soft, wider weight lets every frame contribute, so frame biases average out.
+    Returns (H, weights)."""
+    H = H0
+    w = np.ones(len(tp))
+    for _ in range(iterations):
+        r = np.linalg.norm(project(H, tp) - vp, axis=1)
+        w = 1.0 / (1.0 + (r / scale) ** 2)
+        H_new = weighted_dlt(tp, vp, w)
+        if H_new is None:
+            break
+        H = H_new
+    return H, w
+
+
+def least_squares(tp: np.ndarray, vp: np.ndarray) -> Optional[np.ndarray]:
+    if len(tp) < 4:
+        return None
+    H, _ = cv2.findHomography(tp.astype(np.float64), vp.astype(np.float64), 0)
+    return None if H is None or not np.isfinite(H).all() else H / H[2, 2]
+
+
+def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = np.asarray(pts, np.float64).reshape(-1, 2)
+    q = p @ H[:, :2].T + H[:, 2]
+    return q[:, :2] / q[:, 2:3]
+
+
+def corners(size: Size) -> np.ndarray:
+    w, h = size
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+
+
+def local_scale(H: np.ndarray, size: Size) -> float:
+    """Visible px per thermal px at the thermal centre (the protocol's scale)."""
+    cx, cy = size[0] / 2.0, size[1] / 2.0
+    p0, px, py = project(H, [[cx, cy], [cx + 1, cy], [cx, cy + 1]])
+    return float(math.sqrt(abs(np.linalg.det(np.column_stack([px - p0, py - p0])))))
+
+
+def corner_distance(H1: np.ndarray, H2: np.ndarray, size: Size) -> float:
+    """Mean distance of the thermal corners' images under two homographies, in thermal px."""
+    c = corners(size)
+    return float(np.linalg.norm(project(H1, c) - project(H2, c), axis=1).mean() / local_scale(H1, size))
+
+
+# -- dense refinement (CFOG-like descriptor, template search) --------------------------------
+def orientation_descriptor(gray: np.ndarray, bins: int = 8, sigma: float = 2.0) -> np.ndarray:
+    """HxWxbins: energy of the gradient along each of ``bins`` unsigned orientations, smoothed
+    and normalised across orientations. Unsigned, because thermal and visible contrast may be
+    inverted; normalised, because the two modalities' gradient magnitudes differ."""
+    g = cv2.GaussianBlur(np.asarray(gray, np.float32), (0, 0), 1.0)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    chans = []
+    for k in range(bins):
+        a = math.pi * k / bins
+        chans.append(cv2.GaussianBlur(np.abs(gx * math.cos(a) + gy * math.sin(a)), (0, 0), sigma))
+    d = np.stack(chans, axis=-1)
+    norm = np.sqrt((d * d).sum(axis=-1, keepdims=True)) + 1e-3 * float(d.max() + 1e-6)
+    return (d / norm).astype(np.float32), np.sqrt(gx * gx + gy * gy)
+
+
+def dense_correspondences(H: np.ndarray, thermal: np.ndarray, visible: np.ndarray, step: int = 16,
+                          radius: int = 16, search: int = 8, min_grad: float = 4.0
+                          ) -> Tuple[np.ndarray, np.ndarray]:
+    """Thermal points and their visible positions found by template search around ``H``.
+
+    The thermal image is warped into the visible frame by H; at grid points with texture in
+    both images, the descriptor window of the warped thermal image is searched in the visible
+    descriptor within +-``search`` px (sum of squared differences, sub-pixel by a parabola).
+    """
+    vh, vw = visible.shape[:2]
+    warped = cv2.warpPerspective(thermal, H, (vw, vh), flags=cv2.INTER_LINEAR)
+    valid = cv2.warpPerspective(np.full(thermal.shape[:2], 255, np.uint8), H, (vw, vh), flags=cv2.INTER_NEAREST)
+    dv, gv = orientation_descriptor(visible)
+    dt, gt = orientation_descriptor(warped)
+    r, s = radius, search
+    tps, vps = [], []
+    Hinv = np.linalg.inv(H)
+    for y in range(r + s, vh - r - s, step):
+        for x in range(r + s, vw - r - s, step):
+            if valid[y - r:y + r + 1, x - r:x + r + 1].min() == 0:
+                continue
+            if np.median(gv[y - r:y + r + 1, x - r:x + r + 1]) < min_grad or \
+                    np.median(gt[y - r:y + r + 1, x - r:x + r + 1]) < min_grad:
+                continue
+            tmpl = dt[y - r:y + r + 1, x - r:x + r + 1]
+            win = dv[y - r - s:y + r + s + 1, x - r - s:x + r + s + 1]
+            ssd = np.zeros((2 * s + 1, 2 * s + 1), np.float32)
+            for c in range(tmpl.shape[2]):
+                ssd += cv2.matchTemplate(np.ascontiguousarray(win[..., c]), np.ascontiguousarray(tmpl[..., c]),
+                                         cv2.TM_SQDIFF)
+            iy, ix = np.unravel_index(int(np.argmin(ssd)), ssd.shape)
+            if not (0 < iy < 2 * s and 0 < ix < 2 * s):
+                continue  # best shift on the search border: not found
+            best = ssd[iy, ix]
+            around = ssd.copy()
+            around[max(0, iy - 2):iy + 3, max(0, ix - 2):ix + 3] = np.inf
+            if best > 0.8 * float(around.min()):
+                continue  # ambiguous: another shift is nearly as good
+            dx = _parabola(ssd[iy, ix - 1], best, ssd[iy, ix + 1])
+            dy = _parabola(ssd[iy - 1, ix], best, ssd[iy + 1, ix])
+            vps.append((x + ix - s + dx, y + iy - s + dy))
+            tps.append((x, y))
+    if not tps:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    return project(Hinv, np.array(tps, np.float64)), np.array(vps, np.float64)
+
+
+def _parabola(a: float, b: float, c: float) -> float:
+    den = a - 2 * b + c
+    return float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if den > 1e-12 else 0.0
+
+
+# -- the calibration ------------------------------------------------------------------------
+@dataclass
+class Calibration:
+    """A rig's thermal -> visible homography and what stands behind it."""
+
+    homography: np.ndarray
+    thermal_size: Size
+    visible_size: Size
+    frames_used: int = 0
+    inliers_used: int = 0
+    corner_uncertainty_px: Dict[str, Any] = field(default_factory=dict)
+    frame_stamps_ns: List[int] = field(default_factory=list)
+    model: str = ""
+    source: Dict[str, Any] = field(default_factory=dict)
+    method: Dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        stamps = self.frame_stamps_ns
+        return {
+            "homography": [[float(v) for v in row] for row in np.asarray(self.homography, np.float64)],
+            "convention": "thermal pixel -> visible pixel, x_v ~ H x_t (OpenCV: x right, y down, centres at integers)",
+            "thermal_size": [int(v) for v in self.thermal_size],
+            "visible_size": [int(v) for v in self.visible_size],
+            "corner_uncertainty_px": self.corner_uncertainty_px,
+            "frames_used": int(self.frames_used), "inliers_used": int(self.inliers_used),
+            "time_range_ns": [int(min(stamps)), int(max(stamps))] if stamps else None,
+            "frame_stamps_ns": [int(s) for s in stamps],
+            "model": self.model, "source": self.source, "method": self.method,
+            "created": self.created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+@dataclass
+class FitOptions:
+    """How the pooled fit is made (defaults: what the measurements in BENCHMARKS.md used)."""
+
+    per_frame_cap: int = 150  # most points one frame contributes
+    ransac_threshold: float = 3.0  # pooled MAGSAC threshold [visible px]
+    refine: bool = True  # dense CFOG-like refinement (needs the frames' images)
+    refine_iterations: int = 2
+    refine_threshold: float = 2.0  # MAGSAC threshold of the refined correspondences [visible px]
+    bootstrap: int = 50  # bootstrap resamples over frames (0: no uncertainty)
+    seed: int = 0
+
+    def validated(self) -> "FitOptions":
+        if self.per_frame_cap < 4 or self.ransac_threshold <= 0 or self.refine_threshold <= 0:
+            raise ValueError("per_frame_cap must be >= 4 and thresholds > 0")
+        if self.bootstrap < 0 or self.refine_iterations < 0:
+            raise ValueError("bootstrap and refine_iterations must be >= 0")
+        return self
+
+
+def fit_pooled(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size: Size,
+               options: Optional[FitOptions] = None) -> Calibration:
+    """The calibration of a rig from frames of verified evidence (see the module docstring)."""
+    opt = (options or FitOptions()).validated()
+    frames = [f for f in frames if len(f.thermal_points) >= 4]
+    if not frames:
+        raise CalibrationError("no frame with a verified homography to calibrate from")
+    tp, vp, idx = balanced_points(frames, opt.per_frame_cap, opt.seed)
+    H, mask = robust_fit(tp, vp, opt.ransac_threshold)
+    if H is None or mask.sum() < 8:
+        raise CalibrationError(f"no consistent homography across {len(frames)} frames ({len(tp)} points)")
+    method: Dict[str, Any] = {"pooled": "USAC_MAGSAC", "per_frame_cap": opt.per_frame_cap,
+                              "ransac_threshold_px": opt.ransac_threshold, "refine": "none"}
+    # Soft refit over every frame's points (see irls_fit), keeping those that carry weight.
+    H, w = irls_fit(tp, vp, H, 2.0 * opt.ransac_threshold)
+    keep = w > 0.2
+    method["irls_scale_px"] = 2.0 * opt.ransac_threshold
+    fit_t, fit_v, fit_idx = tp[keep], vp[keep], idx[keep]
+    H_pool = H.copy()
+    if opt.refine and all(f.thermal is not None and f.visible is not None for f in frames):
+        for _ in range(opt.refine_iterations):
+            rt, rv, ri = [], [], []
+            for k, f in enumerate(frames):
+                a, b = dense_correspondences(H, f.thermal, f.visible)
+                rt.append(a)
+                rv.append(b)
+                ri.append(np.full(len(a), k))
+            rt, rv, ri = np.concatenate(rt), np.concatenate(rv), np.concatenate(ri)
+            H_ref, m = robust_fit(rt, rv, opt.refine_threshold)
+            if H_ref is None or m.sum() < 20:
+                break
+            H, fit_t, fit_v, fit_idx = H_ref, rt[m], rv[m], ri[m]
+        if H is not H_pool:
+            method.update(refine="dense orientation-descriptor template search (CFOG-like)",
+                          refine_threshold_px=opt.refine_threshold, refined_points=int(len(fit_t)),
+                          refine_change_px=round(corner_distance(H_pool, H, thermal_size), 3))
+    cal = Calibration(homography=H / H[2, 2], thermal_size=tuple(thermal_size), visible_size=tuple(visible_size),
+                      frames_used=len(frames), inliers_used=int(len(fit_t)),
+                      frame_stamps_ns=[f.stamp_ns for f in frames], method=method)
+    cal.corner_uncertainty_px = bootstrap_uncertainty(cal.homography, fit_t, fit_v, fit_idx, len(frames),
+                                                      thermal_size, opt.bootstrap, opt.seed)
+    return cal
+
+
+def bootstrap_uncertainty(H: np.ndarray, tp: np.ndarray, vp: np.ndarray, idx: np.ndarray, n_frames: int,
+                          size: Size, resamples: int, seed: int = 0) -> Dict[str, Any]:
+    """Spread (thermal px) of the corners' images over least-squares refits on frames drawn
+    with replacement: per-corner RMS distance from the estimate, their mean and max."""
+    if resamples <= 0 or n_frames < 2:
+        return {"method": "none (fewer than 2 frames)" if n_frames < 2 else "none", "mean": None, "max": None}
+    rng = np.random.default_rng(seed)
+    c = corners(size)
+    ref = project(H, c)
+    scale = local_scale(H, size)
+    by_frame = [np.flatnonzero(idx == k) for k in range(n_frames)]
+    d2 = []
+    for _ in range(resamples):
+        pick = np.concatenate([by_frame[k] for k in rng.integers(0, n_frames, n_frames)])
+        Hb = least_squares(tp[pick], vp[pick])
+        if Hb is not None:
+            d2.append(np.sum((project(Hb, c) - ref) ** 2, axis=1))
+    if not d2:
+        return {"method": "bootstrap failed", "mean": None, "max": None}
+    rms = np.sqrt(np.mean(d2, axis=0)) / scale
+    return {"method": f"bootstrap over frames, {len(d2)} resamples, RMS per corner", "per_corner": [
+        round(float(v), 3) for v in rms], "mean": round(float(rms.mean()), 3), "max": round(float(rms.max()), 3)}
+
+
+# -- files -----------------------------------------------------------------------------------
+def save_calibration(path: str, cal: Calibration) -> str:
+    import yaml
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("# distillmatch rig calibration: thermal -> visible homography (distillmatch calibrate)\n")
+        yaml.safe_dump(cal.to_dict(), f, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)  # a reader never sees half a file
+    return path
+
+
+def load_calibration(path: str) -> Calibration:
+    """Read a calibration YAML; a clear CalibrationError for anything unusable."""
+    import yaml
+    if not os.path.isfile(path):
+        raise CalibrationError(f"rig calibration file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CalibrationError(f"rig calibration {path} is not YAML: {e}") from None
+    if not isinstance(data, dict) or "homography" not in data:
+        raise CalibrationError(f"rig calibration {path} has no top-level 'homography' key")
+    try:
+        H = np.array(data["homography"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"rig calibration {path}: 'homography' must be a 3x3 list of numbers") from None
+    if H.shape != (3, 3) or not np.isfinite(H).all() or abs(np.linalg.det(H)) < 1e-12:
+        raise CalibrationError(f"rig calibration {path}: 'homography' must be a finite, invertible 3x3 "
+                               f"list of lists (got shape {H.shape})")
+
+    def size(key):
+        v = data.get(key)
+        if v is None:
+            return None
+        if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)):
+            raise CalibrationError(f"rig calibration {path}: '{key}' must be [width, height], got {v!r}")
+        return (int(v[0]), int(v[1]))
+
+    return Calibration(homography=H / H[2, 2], thermal_size=size("thermal_size"), visible_size=size("visible_size"),
+                       frames_used=int(data.get("frames_used") or 0), inliers_used=int(data.get("inliers_used") or 0),
+                       corner_uncertainty_px=data.get("corner_uncertainty_px") or {},
+                       frame_stamps_ns=list(data.get("frame_stamps_ns") or []), model=str(data.get("model") or ""),
+                       source=data.get("source") or {}, method=data.get("method") or {},
+                       created=str(data.get("created") or ""))
