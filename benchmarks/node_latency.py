@@ -60,7 +60,9 @@ def matcher_alone(model, backend, threads, frames, n):
 
 def node_run(tmp, model, backend, threads, frames, pairs, rate):
     node = NodeProcess(tmp, {"model": str(model), "backend": backend, "num_threads": threads,
-                             "rig_mode": False, "qos_reliability": "reliable"},
+                             "rig_mode": False, "qos_overrides": {
+                                 f"/dm_bench/{t}/image_raw": {"subscription": {"reliability": "reliable"}}
+                                 for t in ("visible", "thermal")}},
                        namespace="/dm_bench", name=f"node_{backend}_{frames[0][1].shape[1]}")
     tester = None
     try:

@@ -39,8 +39,7 @@ def cmd_match(args) -> int:
     from .matcher import Matcher
     vis = read_image(args.visible, "visible")
     th = read_image(args.thermal, "thermal")
-    matcher = (Matcher(args.model, backend=args.backend, device=args.device) if args.model and Path(args.model).suffix
-               else Matcher.from_pretrained(args.model, backend=args.backend, device=args.device))
+    matcher = Matcher.from_pretrained(args.model, backend=args.backend, device=args.device)
     if args.threshold is not None:
         matcher.set_options(match_threshold=args.threshold)
     r = matcher.match(vis, th)
@@ -64,6 +63,12 @@ def cmd_match(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from . import model_files
+    print(model_files.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bag.cli import add_subcommands
     ap = argparse.ArgumentParser(prog="distillmatch", description="Visible/thermal matching (DistillMatch).")
@@ -82,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--threshold", type=float, default=None, help="match confidence threshold")
     p.set_defaults(func=cmd_match)
+    p = sub.add_parser("models", help="list where shipped models are looked for and what was found",
+                       description="Print the model search order (see distillmatch_ros/model_files.py) "
+                       "and the model files in each folder.")
+    p.set_defaults(func=cmd_models)
     add_subcommands(sub)
     return ap
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -10,14 +9,14 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from . import verification
+from . import model_files, verification
 from .backends import make_backend
 from .checkpoint import load_checkpoint
-from .errors import CheckpointError, InputError
+from .errors import InputError
 from .preprocess import check_visible, normalize_thermal
 from .result import MatchResult
 
-DEFAULT_MODEL = "distillmatch_tiny"
+DEFAULT_MODEL = model_files.MATCHER
 
 # Options changeable at run time (the node exposes them as ROS parameters).
 DEFAULT_OPTIONS: Dict[str, Any] = {
@@ -34,32 +33,13 @@ DEFAULT_OPTIONS: Dict[str, Any] = {
 
 
 def model_search_path() -> list:
-    """Folders searched for named models: env override, source checkout, pip/colcon share dirs."""
-    dirs = []
-    if os.environ.get("DISTILLMATCH_MODEL_DIR"):
-        dirs.append(Path(os.environ["DISTILLMATCH_MODEL_DIR"]))
-    dirs.append(Path(__file__).resolve().parent.parent / "models")          # source checkout / -e
-    dirs.append(Path(sys.prefix) / "share" / "distillmatch_ros" / "models")  # pip install
-    try:  # colcon install: the ament index knows the share directory
-        from ament_index_python.packages import get_package_share_directory
-        dirs.append(Path(get_package_share_directory("distillmatch_ros")) / "models")
-    except Exception:  # noqa: BLE001 - ament_index absent or package not in the index
-        pass
-    return dirs
+    """Folders searched for shipped models, in order (see :mod:`distillmatch_ros.model_files`)."""
+    return [d for d, _ in model_files.search_locations()]
 
 
 def resolve_model(name: Optional[str] = None) -> Path:
-    """Path of a shipped model by name (default: the tiny preset) or of an explicit file."""
-    name = name or DEFAULT_MODEL
-    if os.sep in name or name.endswith(".pt"):
-        return Path(name)
-    tried = []
-    for d in model_search_path():
-        p = d / f"{name}.pt"
-        tried.append(str(p))
-        if p.exists():
-            return p
-    raise CheckpointError(f"shipped model {name!r} not found; looked in: {', '.join(tried)}")
+    """Path of a shipped matcher by name (default: the tiny preset) or of an explicit file."""
+    return model_files.resolve(name, model_files.MATCHER)
 
 
 class Matcher:
@@ -101,6 +81,7 @@ class Matcher:
     @classmethod
     def from_pretrained(cls, name: Optional[str] = None, backend: str = "auto", device: Optional[str] = None,
                         **options: Any) -> "Matcher":
+        """Load a shipped model by name (default ``distillmatch_tiny``) or a checkpoint path."""
         return cls(resolve_model(name), backend=backend, device=device, **options)
 
     def set_options(self, **options: Any) -> None:

@@ -2,7 +2,9 @@
 
 A thin rclpy layer over the plain-Python pieces (image_codec, sync, pipeline, Matcher), modelled
 on image_pipeline's stereo nodes: parameters declared once (config/matcher.yaml, ranges and
-descriptions from node_params), SensorDataQoS subscriptions, an approximate-time synchronizer.
+descriptions from node_params), SensorDataQoS subscriptions whose QoS users change through the
+standard ``qos_overrides.<topic>.subscription.*`` parameters, raw or image_transport
+``compressed`` input per camera, an approximate-time synchronizer.
 
 Threads: subscription callbacks only validate headers and feed the synchronizer; a completed
 pair goes into a one-slot mailbox that a worker thread empties, so inference never blocks the
@@ -19,7 +21,6 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import rclpy
@@ -29,22 +30,33 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from . import node_params as np_
 from .calibration import CalibrationError, load_calibration, save_calibration
 from .errors import BackendUnavailable, CheckpointError, InputError
-from .image_codec import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_image, fill_image_msg
+from .image_codec import (THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_message, fill_image_msg,
+                          thermal_to_numpy, visible_to_numpy)
 from .pipeline import LatencyStats, PairPipeline, PipelineConfig
 from .sync import ApproximateTimeSynchronizer, header_stamp_ns
 
 STREAMS = ("visible", "thermal")
 _ALLOWED = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)
+_DECODE = (visible_to_numpy, thermal_to_numpy)
 
 
 class StartupError(RuntimeError):
     """The node cannot start (model missing, backend unusable, interface package missing)."""
+
+
+class _RejectedImage(InputError):
+    """A camera's message could not be decoded in the worker (e.g. a corrupt JPEG payload)."""
+
+    def __init__(self, stream: int, reason: InputError):
+        super().__init__(f"{STREAMS[stream]} image rejected: {reason}")
+        self.stream = stream
 
 
 def _descriptor(spec: np_.ParamSpec) -> ParameterDescriptor:
@@ -74,10 +86,10 @@ class MatcherNode(Node):
 
     def __init__(self, node_name: str = "matcher_node", **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        for spec in np_.PARAMS:
+        for spec in np_.PARAMS + np_.DEPRECATED:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        p = {name: self.get_parameter(name).value for name in np_.SPECS}
-        for spec in np_.PARAMS:  # choices are not enforced by descriptors
+        p = {name: self.get_parameter(name).value for name in [*np_.SPECS, *np_.DEPRECATED_SPECS]}
+        for spec in np_.PARAMS + np_.DEPRECATED:  # choices are not enforced by descriptors
             problem = np_.check_value(spec, p[spec.name])
             if problem:
                 raise StartupError(f"bad parameter: {problem}")
@@ -119,15 +131,15 @@ class MatcherNode(Node):
         self._camera_info: Optional[CameraInfo] = None
         self._recent: Dict[int, Tuple[Any, Any]] = {}  # visible stamp -> headers (background matches)
 
-        reliability = (ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
-                       else ReliabilityPolicy.RELIABLE)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"], reliability=reliability,
-                         durability=qos_profile_sensor_data.durability)
-        self.create_subscription(Image, "visible/image_raw", lambda m: self._on_image(0, m), qos)
-        self.create_subscription(Image, "thermal/image_raw", lambda m: self._on_image(1, m), qos)
+        qos = self._input_qos(p)
+        overrides = QoSOverridingOptions.with_default_policies()
+        self.input_topics: List[str] = []
+        for i, stream in enumerate(STREAMS):
+            self.input_topics.append(self._subscribe_camera(i, p[f"{stream}_transport"], qos, overrides))
         self._pub_info = None
-        if p["use_camera_info"]:
-            self.create_subscription(CameraInfo, "visible/camera_info", self._on_camera_info, qos)
+        if p["use_camera_info"]:  # rclpy applies overrides to the profile in place: one copy each
+            self.create_subscription(CameraInfo, "visible/camera_info", self._on_camera_info, QoSProfile(**qos),
+                                     qos_overriding_options=overrides)
             self._pub_info = self.create_publisher(CameraInfo, "fused/camera_info", 5)
         self._pub_corr = self.create_publisher(self._Correspondences, "correspondences", 10)
         self._pub_fused = self.create_publisher(Image, "fused/image", 5)
@@ -140,12 +152,49 @@ class MatcherNode(Node):
         self._worker = threading.Thread(target=self._work, name="matcher_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"matcher_node ready: backend={self.matcher.backend}, input {self.matcher.input_size}, "
-            f"rig_mode={p['rig_mode']}, calibration={self._calibration_file or 'none (pooled evidence)'}, "
-            f"slop={p['slop']} s, subscribing to "
-            f"{self.resolve_topic_name('visible/image_raw')} and {self.resolve_topic_name('thermal/image_raw')}")
+            f"matcher_node ready: model {self.matcher.model_path}, backend={self.matcher.backend}, "
+            f"input {self.matcher.input_size}, rig_mode={p['rig_mode']}, "
+            f"calibration={self._calibration_file or 'none (pooled evidence)'}, slop={p['slop']} s, subscribing to "
+            f"{self.input_topics[0]} ({p['visible_transport']}) and {self.input_topics[1]} ({p['thermal_transport']})")
 
     # -- start-up -----------------------------------------------------------------------
+    def _input_qos(self, p: Dict[str, Any]) -> Dict[str, Any]:
+        """Input QoS (as QoSProfile keyword arguments): SensorDataQoS, changed by the deprecated
+        qos_reliability / qos_depth if they are set.
+
+        The standard ``qos_overrides.<topic>.subscription.*`` parameters (declared by rclpy when
+        subscribing) start from this profile and win over it.
+        """
+        qos = dict(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
+                   reliability=qos_profile_sensor_data.reliability,
+                   durability=qos_profile_sensor_data.durability)
+        topics = ", ".join(self.resolve_topic_name(f"{s}/image_raw") for s in STREAMS)
+        if p["qos_reliability"]:
+            qos["reliability"] = (ReliabilityPolicy.RELIABLE if p["qos_reliability"] == "reliable"
+                                  else ReliabilityPolicy.BEST_EFFORT)
+            self.get_logger().warning(
+                "parameter qos_reliability is deprecated and will be removed in 0.3: use "
+                f"qos_overrides.<topic>.subscription.reliability (topics: {topics}[/compressed])")
+        if p["qos_depth"]:
+            qos["depth"] = int(p["qos_depth"])
+            self.get_logger().warning(
+                "parameter qos_depth is deprecated and will be removed in 0.3: use "
+                f"qos_overrides.<topic>.subscription.depth (topics: {topics}[/compressed])")
+        return qos
+
+    def _subscribe_camera(self, i: int, transport: str, qos: Dict[str, Any], overrides) -> str:
+        """Subscribe to one camera; returns the topic. ``compressed`` follows image_transport:
+        the base topic is resolved (namespace and remapping) and ``/compressed`` appended, so a
+        remap of ``visible/image_raw`` also moves its compressed topic."""
+        base = f"{STREAMS[i]}/image_raw"
+        if transport == "compressed":
+            topic, msg_type = self.resolve_topic_name(base) + "/compressed", CompressedImage
+        else:
+            topic, msg_type = base, Image
+        self.create_subscription(msg_type, topic, lambda m: self._on_image(i, m), QoSProfile(**qos),
+                                 qos_overriding_options=overrides)
+        return self.resolve_topic_name(topic)
+
     def _load_matcher(self, p: Dict[str, Any]):
         """Load the model; any problem becomes a StartupError with the reason."""
         if p["num_threads"] > 0:
@@ -155,10 +204,6 @@ class MatcherNode(Node):
         options = {k: p[k] for k in np_.MATCHER_OPTIONS}
         model, backend, device = p["model"], p["backend"], p["device"] or None
         try:
-            if model and ("/" in model or model.endswith(".pt")):
-                if not Path(model).is_file():
-                    raise StartupError(f"model file not found: {model} (parameter 'model')")
-                return Matcher(model, backend=backend, device=device, **options)
             return Matcher.from_pretrained(model or None, backend=backend, device=device, **options)
         except (CheckpointError, BackendUnavailable, ValueError) as exc:
             raise StartupError(f"cannot load model {model or '(default)'!r} with backend {backend!r}: {exc}") \
@@ -175,12 +220,13 @@ class MatcherNode(Node):
                                rng.integers(0, 255, (h, w), dtype=np.uint8))
 
     # -- callbacks (executor thread) ----------------------------------------------------
-    def _on_image(self, i: int, msg: Image) -> None:
-        """Validate the header cheaply and hand the message to the synchronizer."""
+    def _on_image(self, i: int, msg: Any) -> None:
+        """Validate the header (or compressed format) cheaply and hand the message to the
+        synchronizer; pixels are decoded in the worker, only for pairs that get processed."""
         self._period_msgs[i] += 1
         self._last_msg_wall[i] = time.monotonic()
         try:
-            check_image(msg, _ALLOWED[i])
+            check_message(msg, _ALLOWED[i])
         except InputError as exc:
             self._report_error(f"{STREAMS[i]} image rejected: {exc}", i)
             return
@@ -298,6 +344,9 @@ class MatcherNode(Node):
             try:
                 self._process(visible, thermal)
                 ok = True
+            except _RejectedImage as exc:
+                self._report_error(str(exc), exc.stream)
+                ok = False
             except InputError as exc:
                 self._report_error(f"pair rejected: {exc}")
                 ok = False
@@ -312,10 +361,16 @@ class MatcherNode(Node):
             if ok:
                 self._node_latency.add((time.perf_counter() - t0) * 1e3)
 
-    def _process(self, visible: Image, thermal: Image) -> None:
+    @staticmethod
+    def _decode(i: int, msg: Any):
+        try:
+            return _DECODE[i](msg)
+        except InputError as exc:
+            raise _RejectedImage(i, exc) from exc
+
+    def _process(self, visible: Any, thermal: Any) -> None:
         """Correspondences first (what fusion stacks wait for), then the images."""
-        from .image_codec import thermal_to_numpy, visible_to_numpy
-        vis_img, th_img = visible_to_numpy(visible), thermal_to_numpy(thermal)
+        vis_img, th_img = (self._decode(i, m) for i, m in enumerate((visible, thermal)))
         out = self.pipeline.step(vis_img, th_img, header_stamp_ns(visible))
         for e in out.events + (out.background.events if out.background is not None else []):
             self._events[e] += 1

@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from .pipeline import FUSION_MODES
 
+TRANSPORTS = ("raw", "compressed")  # image_transport plugin names the node understands
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -29,9 +31,12 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("device", "", "Torch device (e.g. cuda:0); empty = the backend's choice"),
     ParamSpec("num_threads", 0, "CPU threads for inference; 0 = library default", range=(0, 256)),
     # -- input ------------------------------------------------------------------------
-    ParamSpec("qos_reliability", "best_effort", "Reliability of the image subscriptions "
-              "(best_effort = SensorDataQoS)", choices=("best_effort", "reliable")),
-    ParamSpec("qos_depth", 5, "History depth of the image subscriptions", range=(1, 100)),
+    ParamSpec("visible_transport", "raw", "raw: sensor_msgs/Image on visible/image_raw; compressed: "
+              "sensor_msgs/CompressedImage (JPEG/PNG) on <visible/image_raw>/compressed",
+              choices=TRANSPORTS),
+    ParamSpec("thermal_transport", "raw", "raw: sensor_msgs/Image on thermal/image_raw; compressed: "
+              "sensor_msgs/CompressedImage (PNG keeps 16 bits) on <thermal/image_raw>/compressed",
+              choices=TRANSPORTS),
     ParamSpec("use_camera_info", False, "Subscribe to visible/camera_info and republish it with each "
               "fused image on fused/camera_info"),
     ParamSpec("queue_size", 10, "Approximate-time sync: messages kept per camera", dynamic=True, range=(1, 100)),
@@ -107,7 +112,18 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period", 1.0, "Period of /diagnostics [s]", range=(0.05, 60.0)),
 )
 
+# Replaced by the standard qos_overrides.<topic>.subscription.<policy> parameters (rclpy's
+# QoSOverridingOptions); still honoured, with a deprecation warning, until release 0.3.
+DEPRECATED: Tuple[ParamSpec, ...] = (
+    ParamSpec("qos_reliability", "", "DEPRECATED, removed in 0.3: use "
+              "qos_overrides.<topic>.subscription.reliability; empty = not set",
+              choices=("", "best_effort", "reliable")),
+    ParamSpec("qos_depth", 0, "DEPRECATED, removed in 0.3: use qos_overrides.<topic>.subscription.depth; "
+              "0 = not set", range=(0, 100)),
+)
+
 SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+DEPRECATED_SPECS: Dict[str, ParamSpec] = {p.name: p for p in DEPRECATED}
 DEFAULTS: Dict[str, Any] = {p.name: p.default for p in PARAMS}
 MATCHER_OPTIONS = ("match_threshold", "ransac_threshold", "thermal_low_pct", "thermal_high_pct", "thermal_clahe",
                    "thermal_min_span",

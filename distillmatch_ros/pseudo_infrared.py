@@ -6,7 +6,7 @@ may call it on their own visible images, so it must load without the training to
 Usage::
 
     from distillmatch_ros.pseudo_infrared import PseudoInfrared
-    pir = PseudoInfrared.from_pretrained()          # models/v2i_gan.pt
+    pir = PseudoInfrared.from_pretrained()          # the shipped v2i_gan, wherever it is installed
     ir = pir(bgr_uint8_hxwx3)                       # -> uint8 HxW pseudo-infrared
     ir01 = pir.translate_tensor(vis_bgr01)          # [B,3,H,W] 0..1 -> [B,1,H,W] 0..1 (differentiable-free)
 
@@ -16,7 +16,6 @@ The file is a plain dict loaded with ``torch.load(weights_only=True)``:
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -24,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import model_files
 from .errors import CheckpointError, InputError
 
 FORMAT = "distillmatch_ros.v2i_gan"
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "models" / "v2i_gan.pt"
 
 
 class _ResBlock(nn.Module):
@@ -99,12 +98,16 @@ class PseudoInfrared:
 
     @classmethod
     def from_pretrained(cls, path=None, device=None) -> "PseudoInfrared":
-        """Load a generator file (default ``models/v2i_gan.pt``); CheckpointError if unusable."""
-        path = Path(path) if path is not None else DEFAULT_PATH
-        if not path.is_file():
-            raise CheckpointError(
-                f"V2I-GAN generator file not found: {path}. Train one with "
-                f"`python -m training.train_v2i_gan` (see docs/TRAINING.md) or pass its path.")
+        """Load a generator by shipped name or file path (default: the shipped ``v2i_gan``).
+
+        The file is found by :func:`distillmatch_ros.model_files.resolve` (checkout, wheel,
+        colcon install, ``$DISTILLMATCH_MODEL_DIR``); CheckpointError if missing or unusable.
+        """
+        try:
+            path = model_files.resolve(path, model_files.V2I_GAN)
+        except CheckpointError as e:
+            raise CheckpointError(f"V2I-GAN generator: {str(e).rstrip('.')}. Train one with `python -m training.train_v2i_gan` "
+                                  "(see docs/TRAINING.md).") from None
         try:
             blob = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # truncated / not a torch file / unsafe pickle

@@ -3,8 +3,8 @@
     ros2 launch distillmatch_ros matcher.launch.py namespace:=rig \
         visible_topic:=/camera/color/image_raw thermal_topic:=/boson/image_raw backend:=tensorrt
 
-Parameters come from params_file (default: the package's config/matcher.yaml); ``model`` and
-``backend`` given here override it. Unless fastdds_profile is empty, the node runs with the
+Parameters come from params_file (default: the package's config/matcher.yaml); ``model``,
+``backend`` and the cameras' transports (``raw`` or ``compressed``) given here override it. Unless fastdds_profile is empty, the node runs with the
 package's Fast DDS shared-memory profile (large images over best-effort UDP get lost); start
 the camera drivers with the same FASTDDS_DEFAULT_PROFILES_FILE (see README).
 """
@@ -33,6 +33,11 @@ def generate_launch_description():
                               description="Visible camera image topic"),
         DeclareLaunchArgument("thermal_topic", default_value="thermal/image_raw",
                               description="Thermal camera image topic"),
+        DeclareLaunchArgument("visible_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image) or compressed (CompressedImage on "
+                              "<visible_topic>/compressed, image_transport's compressed plugin)"),
+        DeclareLaunchArgument("thermal_transport", default_value="raw",
+                              description="raw or compressed (PNG keeps 16-bit counts)"),
         DeclareLaunchArgument("visible_info_topic", default_value="visible/camera_info",
                               description="Visible camera_info topic (used when use_camera_info is true)"),
         DeclareLaunchArgument("fastdds_profile",
@@ -46,7 +51,9 @@ def generate_launch_description():
         name="matcher_node",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"),
-                    {"model": LaunchConfiguration("model"), "backend": LaunchConfiguration("backend")}],
+                    {"model": LaunchConfiguration("model"), "backend": LaunchConfiguration("backend"),
+                     "visible_transport": LaunchConfiguration("visible_transport"),
+                     "thermal_transport": LaunchConfiguration("thermal_transport")}],
         remappings=[
             ("visible/image_raw", LaunchConfiguration("visible_topic")),
             ("thermal/image_raw", LaunchConfiguration("thermal_topic")),

@@ -12,8 +12,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKG="$ROOT/interfaces/distillmatch_msgs"
 PY="${PYTHON:-python}"
 PREFIX="$("$PY" -c 'import sys; print(sys.prefix)')"
-DISTRO="${ROS_WHEEL_DISTRO:-kilted}"
-BUILD="$ROOT/build/distillmatch_msgs"
+# The ROS distro of the wheels in this environment (ros-kilted-* or ros-jazzy-*), unless given.
+DISTRO="${ROS_WHEEL_DISTRO:-$("$PY" - <<'PY'
+import importlib.metadata as md
+names = {(d.metadata["Name"] or "").lower() for d in md.distributions()}
+print(next((d for d in ("jazzy", "kilted") if f"ros-{d}-rclpy" in names), "kilted"))
+PY
+)}"
+BUILD="$ROOT/build/distillmatch_msgs-$DISTRO"
 DEPS=0; FORCE=0
 for arg in "$@"; do
   case "$arg" in
@@ -30,7 +36,12 @@ fi
 
 # The wheels of rosidl_default_generators do not pull in everything a build needs (DESIGN.md 3).
 BUILD_DEPS=(rosidl-default-generators rosidl-core-generators ament-cmake ament-cmake-include-directories
-            ament-cmake-ros-core ament-package)
+            ament-package)
+case "$DISTRO" in
+  # Jazzy has no separate ament_cmake_ros_core; its ament_cmake_ros finds the test helpers at configure time.
+  jazzy) BUILD_DEPS+=(ament-cmake-ros ament-cmake-gmock ament-cmake-gtest ament-cmake-pytest python-cmake-module) ;;
+  *) BUILD_DEPS+=(ament-cmake-ros-core) ;;
+esac
 if [ "$DEPS" = 1 ]; then
   "$PY" -m pip install -q "${BUILD_DEPS[@]/#/ros-$DISTRO-}" catkin-pkg
 fi
@@ -47,7 +58,12 @@ if [ "$FORCE" = 0 ] && cmp -s "$PKG/msg/Correspondences.msg" "$STAMP" \
   exit 0
 fi
 
+# A build folder configured for another prefix (e.g. a removed venv) caches its paths: start over.
+if [ -f "$BUILD/.prefix" ] && [ "$(cat "$BUILD/.prefix")" != "$PREFIX" ]; then
+  rm -rf "$BUILD"
+fi
 mkdir -p "$BUILD"
+echo "$PREFIX" > "$BUILD/.prefix"
 export AMENT_PREFIX_PATH="$PREFIX${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 cmake -S "$PKG" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$PREFIX" -DPython3_EXECUTABLE="$(command -v "$PY")" \
       -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release > "$BUILD.log" 2>&1 \
@@ -58,4 +74,4 @@ cmake --install "$BUILD" >> "$BUILD.log" 2>&1 \
   || { tail -20 "$BUILD.log" >&2 || true; echo "build_interfaces: install failed" >&2; exit 1; }
 (cd / && "$PY" -c 'from distillmatch_msgs.msg import Correspondences') \
   || { echo "build_interfaces: installed, but distillmatch_msgs does not import" >&2; exit 1; }
-echo "build_interfaces: distillmatch_msgs installed into $PREFIX"
+echo "build_interfaces: distillmatch_msgs installed into $PREFIX (ROS $DISTRO wheels)"

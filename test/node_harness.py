@@ -5,6 +5,7 @@ test session) and uses the shipped shared-memory profile, as the README tells us
 """
 from __future__ import annotations
 
+import array
 import os
 import random
 import signal
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import yaml
@@ -135,21 +136,29 @@ class Tester:
 
     """The test's own ROS node: publishes camera pairs, records what the matcher node publishes."""
 
-    def __init__(self, namespace: str = "/dm_test", reliable: bool = True):
+    def __init__(self, namespace: str = "/dm_test", reliable: bool = True,
+                 compressed_topics: Optional[Tuple[str, str]] = None):
+        """``compressed_topics``: (visible, thermal) CompressedImage topics to publish on
+        instead of the raw ``visible/image_raw`` and ``thermal/image_raw``."""
         ros_env()
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from distillmatch_msgs.msg import Correspondences
         self.ctx = rclpy.context.Context()
         rclpy.init(context=self.ctx)
         self.node = rclpy.create_node(f"tester_{os.getpid()}", namespace=namespace, context=self.ctx)
         rel = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
         qos = QoSProfile(depth=50, reliability=rel)
-        self.pub_vis = self.node.create_publisher(Image, "visible/image_raw", qos)
-        self.pub_th = self.node.create_publisher(Image, "thermal/image_raw", qos)
+        self.compressed = compressed_topics is not None
+        if self.compressed:
+            self.pub_vis = self.node.create_publisher(CompressedImage, compressed_topics[0], qos)
+            self.pub_th = self.node.create_publisher(CompressedImage, compressed_topics[1], qos)
+        else:
+            self.pub_vis = self.node.create_publisher(Image, "visible/image_raw", qos)
+            self.pub_th = self.node.create_publisher(Image, "thermal/image_raw", qos)
         self.pub_info = self.node.create_publisher(CameraInfo, "visible/camera_info", qos)
         self.lock = threading.Lock()
         self.got: Dict[str, List[Any]] = {"corr": [], "fused": [], "diag": [], "info": [], "matches": []}
@@ -204,9 +213,16 @@ class Tester:
         time.sleep(1.0)  # graph discovery precedes the endpoints' matching by a little
 
     def image(self, img: np.ndarray, enc: str, stamp_ns: int, frame: str, **override: Any):
-        from sensor_msgs.msg import Image
-        from distillmatch_ros.image_codec import fill_image_msg
-        msg = fill_image_msg(Image(), img, enc)
+        """An Image (or, for a compressed tester, a CompressedImage as image_transport's
+        compressed plugin makes it: JPEG for 8 bits, PNG for 16) of ``img`` in encoding ``enc``."""
+        from sensor_msgs.msg import CompressedImage, Image
+        from distillmatch_ros.image_codec import encode_compressed, fill_image_msg
+        if self.compressed:
+            msg = CompressedImage()
+            msg.format, payload = encode_compressed(img, enc)
+            msg.data = array.array("B", payload)
+        else:
+            msg = fill_image_msg(Image(), img, enc)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
         msg.header.frame_id = frame
         for k, v in override.items():

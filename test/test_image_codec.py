@@ -107,3 +107,115 @@ def test_rclpy_message_roundtrip(monkeypatch):
     msg = ic.fill_image_msg(Image(), img, "16UC1", bigendian=True)
     assert msg.is_bigendian and msg.step == 14
     np.testing.assert_array_equal(ic.thermal_to_numpy(msg), img)
+
+
+# -- CompressedImage (issue 13) ------------------------------------------------------------------
+
+def _smooth(h, w, ch=0, dtype=np.uint8, seed=0):
+    """A smooth image (what cameras see; JPEG keeps it within a few grey levels)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    small = rng.random((h // 8, w // 8) + ((ch,) if ch else ())).astype(np.float32)
+    big = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    top = np.iinfo(dtype).max if dtype == np.uint8 else 60000
+    return np.clip(big * top, 0, top).astype(dtype)
+
+
+def _cmsg(fmt, data):
+    return SimpleNamespace(format=fmt, data=data)
+
+
+def test_compressed_formats_as_image_transport_writes_them():
+    cases = [("bgr8", _smooth(48, 64, 3), "bgr8; jpeg compressed bgr8"),
+             ("rgb8", _smooth(48, 64, 3), "rgb8; jpeg compressed bgr8"),
+             ("mono8", _smooth(48, 64), "mono8; jpeg compressed mono8"),
+             ("mono16", _smooth(48, 64, dtype=np.uint16), "mono16; png compressed mono16"),
+             ("16UC1", _smooth(48, 64, dtype=np.uint16), "16UC1; png compressed mono16")]
+    for enc, img, fmt in cases:
+        got, payload = ic.encode_compressed(img, enc)
+        assert got == fmt
+        assert payload[:2] == (b"\x89P" if "png" in fmt else b"\xff\xd8")
+    assert ic.parse_compressed_format("bgr8; jpeg compressed bgr8") == ("bgr8", "jpeg", "bgr8")
+    assert ic.parse_compressed_format("png") == ("", "png", "")
+    assert ic.parse_compressed_format("JPEG") == ("", "jpeg", "")
+
+
+def test_16bit_png_thermal_stays_16bit_and_exact():
+    counts = _smooth(40, 56, dtype=np.uint16, seed=3) + 7000
+    for enc in ("mono16", "16UC1"):
+        fmt, payload = ic.encode_compressed(counts, enc)
+        for data in (payload, array.array("B", payload), np.frombuffer(payload, np.uint8)):  # bytes, rclpy, rosbags
+            out = ic.thermal_to_numpy(_cmsg(fmt, data))
+            assert out.dtype == np.uint16
+            np.testing.assert_array_equal(out, counts)
+    fmt, payload = ic.encode_compressed((counts >> 8).astype(np.uint8), "mono8", "png")
+    assert ic.thermal_to_numpy(_cmsg(fmt, payload)).dtype == np.uint8
+
+
+def test_jpeg_visible_decodes_to_bgr_in_both_channel_orders():
+    bgr = _smooth(64, 80, 3, seed=4)
+    fmt, payload = ic.encode_compressed(bgr, "bgr8")
+    out = ic.visible_to_numpy(_cmsg(fmt, payload))
+    assert out.shape == bgr.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - bgr).mean() < 3  # quality 95
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    fmt, payload = ic.encode_compressed(rgb, "rgb8")   # the plugin compresses it as BGR
+    assert np.abs(ic.visible_to_numpy(_cmsg(fmt, payload)).astype(int) - bgr).mean() < 3
+    # a publisher that compressed RGB pixels as they were says so ("compressed rgb8")
+    import cv2
+    ok, raw_rgb = cv2.imencode(".png", rgb)
+    out = ic.visible_to_numpy(_cmsg("rgb8; png compressed rgb8", raw_rgb.tobytes()))
+    np.testing.assert_array_equal(out, bgr)
+    ok, plain = cv2.imencode(".png", bgr)
+    np.testing.assert_array_equal(ic.visible_to_numpy(_cmsg("png", plain.tobytes())), bgr)
+    m16 = _smooth(40, 48, dtype=np.uint16)
+    fmt, payload = ic.encode_compressed(m16, "mono16")
+    v = ic.visible_to_numpy(_cmsg(fmt, payload))
+    assert v.dtype == np.uint8 and v.shape == m16.shape and v.max() == 255
+
+
+def test_thermal_grey_saved_as_colour_jpeg_becomes_one_channel():
+    import cv2
+    grey = _smooth(32, 40, seed=5)
+    ok, payload = cv2.imencode(".jpg", cv2.merge([grey, grey, grey]))
+    out = ic.thermal_to_numpy(_cmsg("jpeg", payload.tobytes()))
+    assert out.shape == grey.shape and np.abs(out.astype(int) - grey).mean() < 3
+
+
+@pytest.mark.parametrize("fmt, data, words", [
+    ("16UC1; compressedDepth png", b"\x00" * 12 + b"\x89PNG", "compressedDepth images are not supported"),
+    ("32FC1; compressedDepth rvl", b"\x00" * 40, "compressedDepth"),
+    ("h264", b"\x00\x00\x00\x01", "unsupported compressed image format 'h264'"),
+    ("", b"\xff\xd8", "unsupported compressed image format"),
+    ("mono8; jpeg compressed mono8", b"", "empty compressed image"),
+    ("mono8; jpeg compressed mono8", b"\xff\xd8\xff\xe0garbage" * 10, "cannot decode jpeg image"),
+    ("mono16; png compressed mono16", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, "cannot decode png image"),
+])
+def test_bad_compressed_payloads_give_clear_input_errors(fmt, data, words):
+    for decode in (ic.visible_to_numpy, ic.thermal_to_numpy):
+        with pytest.raises(InputError, match=words):
+            decode(_cmsg(fmt, data))
+
+
+def test_compressed_role_restrictions():
+    fmt, payload = ic.encode_compressed(_smooth(16, 16, 3), "bgr8")
+    with pytest.raises(InputError, match="unsupported image encoding 'bgr8'"):
+        ic.thermal_to_numpy(_cmsg(fmt, payload))   # a colour camera is not a thermal camera
+    with pytest.raises(InputError, match="unsupported image encoding 'bgr8'"):
+        ic.check_message(_cmsg(fmt, payload), ic.THERMAL_ENCODINGS)  # cheap check, no decoding
+    ic.check_message(_cmsg(fmt, b"not decoded here"), ic.VISIBLE_ENCODINGS)
+    with pytest.raises(InputError, match="JPEG holds 8 bits"):
+        ic.encode_compressed(np.zeros((4, 4), np.uint16), "mono16", "jpeg")
+    with pytest.raises(InputError, match="compressed transport"):
+        ic.encode_compressed(np.zeros((4, 4), np.float32), "32FC1")
+
+
+def test_rclpy_compressed_message(monkeypatch):
+    monkeypatch.setenv("ROS_PYTHON_CHECK_FIELDS", "1")
+    CompressedImage = pytest.importorskip("sensor_msgs.msg").CompressedImage
+    counts = _smooth(24, 32, dtype=np.uint16, seed=6)
+    msg = CompressedImage()
+    msg.format, payload = ic.encode_compressed(counts, "mono16")
+    msg.data = array.array("B", payload)
+    assert ic.is_compressed(msg)
+    np.testing.assert_array_equal(ic.thermal_to_numpy(msg), counts)

@@ -49,7 +49,7 @@ def test_launch_arguments_agree_with_yaml_and_node():
     for required in ("params_file", "model", "backend", "namespace", "visible_topic", "thermal_topic"):
         assert required in args, f"launch argument {required} missing"
     yaml_params = yaml.safe_load((ROOT / "config" / "matcher.yaml").read_text())["/**"]["ros__parameters"]
-    for name in ("model", "backend"):
+    for name in ("model", "backend", "visible_transport", "thermal_transport"):
         assert args[name] == yaml_params[name] == node_params.DEFAULTS[name]
     assert "matcher.yaml" in args["params_file"] and "fastdds_shm.xml" in args["fastdds_profile"]
     (node,) = _calls(tree, "Node")

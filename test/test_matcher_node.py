@@ -22,6 +22,9 @@ rclpy = pytest.importorskip("rclpy")
 
 NS = "/dm_it"
 MS = 1_000_000
+# The standard ROS 2 QoS override parameters (a nested params-file dict): reliable inputs.
+RELIABLE_INPUTS = {f"{NS}/{t}": {"subscription": {"reliability": "reliable"}}
+                   for t in ("visible/image_raw", "thermal/image_raw", "visible/camera_info")}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def node(tmp_path_factory, checkpoint):
     ros_env()
     proc = NodeProcess(tmp_path_factory.mktemp("node"), {
         "model": str(checkpoint), "backend": "onnxruntime", "num_threads": 1,
-        "rig_mode": False, "match_threshold": 0.0, "qos_reliability": "reliable",
+        "rig_mode": False, "match_threshold": 0.0, "qos_overrides": RELIABLE_INPUTS,
         "use_camera_info": True, "diagnostics_period": 0.5, "sync_warn_after": 1.0, "slop": 0.02,
     }, namespace=NS)
     try:
@@ -92,7 +95,11 @@ def settled(tester):
 
 
 def test_pairs_in_pairs_out(node, tester):
-    """N pairs at 10 Hz -> N correspondences and N fused images with the input stamps and size."""
+    """N pairs -> N correspondences and N fused images with the input stamps and size.
+
+    Sent at 4 Hz: on the shared 2-core CI machine the random test model takes up to ~180 ms a
+    pair (p95 seen while a training run shared it), and at 10 Hz the node then rightly dropped a
+    pair (newest wins); dropping is tested in test_overload_stays_bounded_and_counts_add_up."""
     from sensor_msgs.msg import CameraInfo
     before = settled(tester)
     for key in ("corr", "fused", "info"):
@@ -106,7 +113,7 @@ def test_pairs_in_pairs_out(node, tester):
     for k, st in enumerate(stamps):
         vis, th, _ = textured_pair(k)
         tester.publish_pair(vis, th, st)
-        time.sleep(0.1)
+        time.sleep(0.25)
     try:
         tester.wait_for(lambda: len(tester.peek("corr")) >= n and len(tester.peek("fused")) >= n, 30,
                         f"{n} correspondences and fused images")
@@ -353,7 +360,7 @@ def test_missing_model_fails_fast(tmp_path):
 
 def test_declared_parameters_match_table(node, tester):
     """The running node declares exactly the table's parameters, with its ranges and read-only flags."""
-    from rcl_interfaces.srv import DescribeParameters, ListParameters
+    from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters
     from distillmatch_ros import node_params
     lst = tester.node.create_client(ListParameters, f"{NS}/matcher_node/list_parameters")
     desc = tester.node.create_client(DescribeParameters, f"{NS}/matcher_node/describe_parameters")
@@ -361,7 +368,18 @@ def test_declared_parameters_match_table(node, tester):
     fut = lst.call_async(ListParameters.Request())
     tester.wait_for(fut.done, 30, "list_parameters")
     names = set(fut.result().result.names) - {"use_sim_time", "start_type_description_service"}
-    assert names == set(node_params.SPECS)
+    qos = {n for n in names if n.startswith("qos_overrides.")}
+    for topic in RELIABLE_INPUTS:  # rclpy's QoSOverridingOptions.with_default_policies()
+        assert {f"qos_overrides.{topic}.subscription.{k}" for k in ("reliability", "depth", "history")} <= qos
+    names -= qos
+    assert names == set(node_params.SPECS) | set(node_params.DEPRECATED_SPECS)
+    names -= set(node_params.DEPRECATED_SPECS)
+    get = tester.node.create_client(GetParameters, f"{NS}/matcher_node/get_parameters")
+    assert get.wait_for_service(timeout_sec=10)
+    fut = get.call_async(GetParameters.Request(names=[f"qos_overrides.{NS}/thermal/image_raw.subscription.reliability",
+                                                      f"qos_overrides.{NS}/thermal/image_raw.subscription.depth"]))
+    tester.wait_for(fut.done, 30, "get_parameters")
+    assert [v.string_value or v.integer_value for v in fut.result().values] == ["reliable", 5]
     fut = desc.call_async(DescribeParameters.Request(names=sorted(names)))
     tester.wait_for(fut.done, 30, "describe_parameters")
     for d in fut.result().descriptors:

@@ -36,8 +36,9 @@ def add_subcommands(subparsers) -> None:
                               description="Replay a ROS 2 bag (sqlite3 or mcap) through the node's "
                               "synchronizer and per-pair pipeline; write DIR/report.json, report.md, plots.")
     p.add_argument("bag", help="bag folder (metadata.yaml + .db3/.mcap) or a .mcap file")
-    p.add_argument("--visible-topic", default=VISIBLE_TOPIC)
-    p.add_argument("--thermal-topic", default=THERMAL_TOPIC)
+    p.add_argument("--visible-topic", default=VISIBLE_TOPIC,
+                   help="Image or CompressedImage topic (TOPIC/compressed is used when only that is recorded)")
+    p.add_argument("--thermal-topic", default=THERMAL_TOPIC, help="as --visible-topic")
     p.add_argument("--gt-homography", default=None, help="JSON 3x3 thermal->visible matrix of the rig")
     p.add_argument("--report", required=True, metavar="DIR")
     p.add_argument("--out-bag", default=None, help="write correspondences, homography and fused images here")
@@ -91,6 +92,10 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--thermal-encoding", default="mono16", choices=["mono8", "mono16", "16UC1", "32FC1"])
     p.add_argument("--visible-topic", default=VISIBLE_TOPIC)
     p.add_argument("--thermal-topic", default=THERMAL_TOPIC)
+    p.add_argument("--compressed", action="store_true",
+                   help="record sensor_msgs/CompressedImage on TOPIC/compressed as image_transport does: "
+                   "JPEG visible, PNG thermal (16 bits kept)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality with --compressed (image_transport's default)")
     p.add_argument("--gt-out", default=None, help="where to write the ground truth (default: OUT.gt_homography.json)")
     p.set_defaults(func=cmd_make_bag)
 
@@ -100,6 +105,10 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--storage", default="mcap", choices=["sqlite3", "mcap"])
     p.add_argument("--views", type=int, default=3, help="views per photo (4 photos)")
+    p.add_argument("--v2i-gan", default=None, metavar="NAME_OR_PATH",
+                   help="V2I-GAN generator making the thermal side (default: the shipped v2i_gan)")
+    p.add_argument("--simple-thermal", action="store_true",
+                   help="make the thermal side with a crude colour-based stand-in instead of the V2I-GAN")
     p.add_argument("--no-progress", action="store_true")
     _add_matcher_args(p)
     p.set_defaults(func=cmd_demo)
@@ -133,7 +142,11 @@ def cmd_bag_eval(args) -> int:
         from ..calibration import load_calibration
         calibration = load_calibration(args.rig_calibration)
     with BagReader(args.bag) as reader:  # cheap checks before the model loads
-        reader.require_image_topics([args.visible_topic, args.thermal_topic])
+        topics = reader.require_image_topics([args.visible_topic, args.thermal_topic])
+        kinds = reader.topics()
+    for asked, used in zip((args.visible_topic, args.thermal_topic), topics):
+        note = "" if asked == used else f" (no {asked} in the bag)"
+        print(f"reading {used} [{kinds[used][0]}]{note}")
     matcher, name = _matcher(args)
     s = bag_eval(args.bag, matcher, args.visible_topic, args.thermal_topic, args.report, gt_homography=gt,
                  out_bag=args.out_bag, out_storage=args.out_storage, config=_pipeline_config(args),
@@ -193,19 +206,25 @@ def cmd_make_bag(args) -> int:
                     thermal_rate=args.thermal_rate, rig_homography=rig, visible_size=args.visible_size,
                     thermal_size=args.thermal_size, visible_encoding=args.visible_encoding,
                     thermal_encoding=args.thermal_encoding, visible_topic=args.visible_topic,
-                    thermal_topic=args.thermal_topic, progress=True)
+                    thermal_topic=args.thermal_topic, progress=True, compressed=args.compressed,
+                    jpeg_quality=args.jpeg_quality)
     gt_out = args.gt_out or args.out.rstrip("/") + ".gt_homography.json"
     write_gt_json(gt_out, np.array(info["rig_homography"]))
-    print(f"wrote {args.out} ({info['storage']}): {info['frames']['visible']} visible + "
-          f"{info['frames']['thermal']} thermal frames; ground truth {gt_out}")
+    print(f"wrote {args.out} ({info['storage']}, {info['transport']}): {info['frames']['visible']} visible "
+          f"frames on {info['visible_topic']} + {info['frames']['thermal']} thermal on {info['thermal_topic']}; "
+          f"ground truth {gt_out}")
     return 0
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .sample import SIMPLE
 
+    if args.simple_thermal and args.v2i_gan:
+        raise DistillMatchError("--simple-thermal and --v2i-gan exclude each other")
     run_demo(args.out, model=args.model, backend=args.backend, device=args.device, storage=args.storage,
-             views=args.views, progress=not args.no_progress)
+             views=args.views, progress=not args.no_progress,
+             thermal_source=SIMPLE if args.simple_thermal else args.v2i_gan)
     return 0
 
 

@@ -22,8 +22,13 @@ THERMAL_SIZE = (320, 256)
 
 
 def run_demo(out: str, model: Optional[str] = None, backend: str = "auto", device: Optional[str] = None,
-             storage: str = "mcap", views: int = 3, progress: bool = True, matcher=None) -> dict:
-    """Write DIR/recording (bag + ground truth + inputs), DIR/report and DIR/output_bag."""
+             storage: str = "mcap", views: int = 3, progress: bool = True, matcher=None,
+             thermal_source: Optional[str] = None) -> dict:
+    """Write DIR/recording (bag + ground truth + inputs), DIR/report and DIR/output_bag.
+
+    ``thermal_source``: V2I-GAN name or file (default: the shipped ``v2i_gan``) or ``"simple"``
+    for the crude stand-in; a missing generator is an error, never a silent substitution.
+    """
     from ..pipeline import PipelineConfig
     from .replay import bag_eval
 
@@ -35,7 +40,7 @@ def run_demo(out: str, model: Optional[str] = None, backend: str = "auto", devic
         if os.path.isdir(old) and os.path.exists(os.path.join(old, "metadata.yaml")):
             shutil.rmtree(old)
     print("1/3 making the sample recording from bundled photos ...", flush=True)
-    pairs, how = sample_pairs(VISIBLE_SIZE, views)
+    pairs, how = sample_pairs(VISIBLE_SIZE, views, source=thermal_source)
     write_sample_inputs(os.path.join(out, "inputs"), pairs)
     info = make_bag(bag, pairs, storage=storage, visible_rate=30.0, thermal_rate=9.0,
                     visible_size=VISIBLE_SIZE, thermal_size=THERMAL_SIZE, visible_encoding="bgr8",

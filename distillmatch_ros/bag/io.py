@@ -17,6 +17,8 @@ from rosbags.typesys import Stores, get_typestore
 from ..errors import DistillMatchError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"  # image_transport's compressed plugin
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
 
@@ -51,14 +53,18 @@ class BagReader:
         self.path = str(path)
         if not os.path.exists(self.path):
             raise BagError(f"bag not found: {self.path}")
-        self._reader = AnyReader([Path(self.path)], default_typestore=typestore())
         self.storage = storage_of(self.path)
+        try:  # rosbags checks the folder here already (FileNotFoundError about metadata.yaml, ...)
+            self._reader = AnyReader([Path(self.path)], default_typestore=typestore())
+        except (AnyReaderError, Exception) as e:  # noqa: BLE001 - several types for not-a-bag
+            raise BagError(f"{self.path} is not a ROS 2 bag ({str(e).rstrip('.')}). A bag is a folder with metadata.yaml "
+                           "and .db3/.mcap files, or a single .mcap file") from None
 
     def __enter__(self) -> "BagReader":
         try:
             self._reader.open()
         except (AnyReaderError, Exception) as e:  # rosbags raises several types for bad files
-            raise BagError(f"cannot open bag {self.path} ({self.storage}): {e}. "
+            raise BagError(f"cannot open bag {self.path} ({self.storage}): {str(e).rstrip('.')}. "
                            "Is it a complete ROS 2 bag folder (metadata.yaml + .db3/.mcap)?") from e
         return self
 
@@ -73,15 +79,24 @@ class BagReader:
             out[c.topic] = (typ, n + c.msgcount)
         return out
 
-    def require_image_topics(self, names: Sequence[str]) -> None:
-        """Fail early, listing what the bag has, when a topic is absent or not an Image."""
+    def image_topic(self, name: str) -> str:
+        """The topic to read for camera topic ``name``: ``name`` itself when it holds Image or
+        CompressedImage messages, else ``name/compressed`` when only image_transport's
+        compressed topic was recorded. Fails early, listing what the bag has."""
         have = self.topics()
         listing = ", ".join(f"{t} [{m}]" for t, (m, _) in sorted(have.items())) or "no topics"
-        for name in names:
-            if name not in have:
-                raise BagError(f"topic {name!r} is not in bag {self.path}; it has: {listing}")
-            if have[name][0] != IMAGE_TYPE:
-                raise BagError(f"topic {name!r} in {self.path} is {have[name][0]}, expected {IMAGE_TYPE}")
+        if name not in have and have.get(f"{name.rstrip('/')}/compressed", ("",))[0] == COMPRESSED_TYPE:
+            name = f"{name.rstrip('/')}/compressed"
+        if name not in have:
+            raise BagError(f"topic {name!r} is not in bag {self.path}; it has: {listing}")
+        if have[name][0] not in IMAGE_TYPES:
+            raise BagError(f"topic {name!r} in {self.path} is {have[name][0]}, expected "
+                           f"{' or '.join(IMAGE_TYPES)}")
+        return name
+
+    def require_image_topics(self, names: Sequence[str]) -> List[str]:
+        """:meth:`image_topic` for each name: the topics to read, in order."""
+        return [self.image_topic(n) for n in names]
 
     def count(self, names: Sequence[str]) -> int:
         have = self.topics()

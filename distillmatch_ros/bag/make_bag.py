@@ -1,8 +1,8 @@
 """Make a two-camera ROS 2 bag from visible/thermal pairs, with a known rig homography.
 
 Why: bag replay must be testable (and demonstrable) without a robot. The recording mimics a
-real rig: each camera has its own rate, resolution, encoding (16-bit thermal counts included)
-and stamps, and the thermal image is rendered through a rig homography, which is then the
+real rig: each camera has its own rate, resolution, encoding (16-bit thermal counts included),
+transport (raw Image, or CompressedImage as image_transport records it) and stamps, and the thermal image is rendered through a rig homography, which is then the
 exact thermal -> visible ground truth of every pair in the bag.
 
 Timeline: both cameras run at their own constant rates from time 0, the slower one offset by
@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from .. import image_codec
-from .io import IMAGE_TYPE, BagError, BagWriter
+from ..errors import InputError
+from .io import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagWriter
 
 VISIBLE_TOPIC = "/camera/visible/image_raw"
 THERMAL_TOPIC = "/camera/thermal/image_raw"
@@ -175,11 +176,15 @@ def make_bag(out: str, pairs: Sequence[Pair], *, storage: str = "sqlite3", visib
              visible_size: Optional[Tuple[int, int]] = None, thermal_size: Optional[Tuple[int, int]] = None,
              visible_encoding: str = "bgr8", thermal_encoding: str = "mono8",
              visible_topic: str = VISIBLE_TOPIC, thermal_topic: str = THERMAL_TOPIC,
-             start_ns: int = START_NS, progress: bool = False) -> dict:
+             start_ns: int = START_NS, progress: bool = False, compressed: bool = False,
+             jpeg_quality: int = 95) -> dict:
     """Write the bag; returns a dict with the rig homography (ground truth) and frame counts.
 
     Sizes are (width, height); by default both cameras take the first visible image's size.
     ``rig_homography`` (thermal -> visible) defaults to :func:`default_rig_homography`.
+    ``compressed``: record as image_transport's compressed plugin does on a robot,
+    ``sensor_msgs/CompressedImage`` on ``<topic>/compressed``: 8-bit visible as JPEG
+    (``jpeg_quality``), 16-bit visible and every thermal image as PNG (lossless, 16 bits kept).
     """
     if not pairs:
         raise BagError("no pairs to write")
@@ -192,12 +197,18 @@ def make_bag(out: str, pairs: Sequence[Pair], *, storage: str = "sqlite3", visib
         raise BagError(f"rig homography must be 3x3, got {rig_H.shape}")
     encode_visible(np.zeros((2, 2, 3), np.uint8), visible_encoding)  # fail before writing anything
     encode_thermal(np.zeros((2, 2), np.uint8), thermal_encoding)
+    if compressed:
+        if thermal_encoding == "32FC1":
+            raise BagError("32FC1 thermal images cannot go through the compressed transport (PNG and "
+                           "JPEG hold integers); use mono16 or 16UC1, or record raw")
+        visible_topic, thermal_topic = f"{visible_topic}/compressed", f"{thermal_topic}/compressed"
+    msgtype = COMPRESSED_TYPE if compressed else IMAGE_TYPE
     frames = timeline(len(pairs), visible_rate, thermal_rate)
     rendered = {}
     counts = {"visible": 0, "thermal": 0}
     bar = _bar(len(frames), "make-bag", progress)
     with BagWriter(out, storage) as w:
-        Image = w.msg_class(IMAGE_TYPE)
+        Msg = w.msg_class(msgtype)
         for offset, cam, k in frames:
             if k not in rendered:
                 rendered = {k: render_pair(pairs[k], visible_size, thermal_size, rig_H)}
@@ -207,15 +218,28 @@ def make_bag(out: str, pairs: Sequence[Pair], *, storage: str = "sqlite3", visib
             else:
                 arr, enc, topic, frame = encode_thermal(t, thermal_encoding), thermal_encoding, thermal_topic, "thermal_optical"
             stamp = start_ns + offset
-            fields = image_codec.numpy_to_image_fields(arr, enc, numpy_data=True)
-            w.write(topic, IMAGE_TYPE, stamp, Image(header=w.header(stamp, frame), **fields))
+            if compressed:
+                fields = _compressed_fields(arr, enc, "png" if cam == "thermal" else "", jpeg_quality)
+            else:
+                fields = image_codec.numpy_to_image_fields(arr, enc, numpy_data=True)
+            w.write(topic, msgtype, stamp, Msg(header=w.header(stamp, frame), **fields))
             counts[cam] += 1
             bar.update(1)
     bar.close()
     return {"bag": out, "storage": storage, "rig_homography": rig_H.tolist(), "frames": counts,
             "scenes": len(pairs), "visible_size": list(visible_size), "thermal_size": list(thermal_size),
             "visible_topic": visible_topic, "thermal_topic": thermal_topic,
-            "visible_encoding": visible_encoding, "thermal_encoding": thermal_encoding}
+            "visible_encoding": visible_encoding, "thermal_encoding": thermal_encoding,
+            "transport": "compressed" if compressed else "raw"}
+
+
+def _compressed_fields(arr: np.ndarray, encoding: str, codec: str, jpeg_quality: int) -> dict:
+    """CompressedImage fields (without header) for one frame, as image_transport writes them."""
+    try:
+        fmt, payload = image_codec.encode_compressed(arr, encoding, codec, jpeg_quality=jpeg_quality)
+    except InputError as e:
+        raise BagError(str(e)) from None
+    return {"format": fmt, "data": np.frombuffer(payload, np.uint8)}
 
 
 def write_gt_json(path: str, H: np.ndarray) -> None:

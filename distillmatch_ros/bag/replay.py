@@ -28,7 +28,8 @@ import numpy as np
 from .. import evaluation
 from ..calibration import CalibrationError
 from ..errors import InputError
-from ..image_codec import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, thermal_to_numpy, visible_to_numpy
+from ..image_codec import (THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_compressed, is_compressed,
+                           thermal_to_numpy, visible_to_numpy)
 from ..pipeline import PairPipeline, PipelineConfig
 from ..sync import ApproximateTimeSynchronizer
 from .io import BagError, BagReader
@@ -57,12 +58,18 @@ def load_gt_homography(path: str) -> np.ndarray:
 
 
 def _check_encodings(reader: BagReader, visible_topic: str, thermal_topic: str) -> None:
-    """Fail before matching anything when a camera's encoding is one the node cannot decode."""
+    """Fail before matching anything when a camera's encoding (or compressed format) is one the
+    node cannot decode, judged on each camera's first message."""
     need = {visible_topic: VISIBLE_ENCODINGS, thermal_topic: THERMAL_ENCODINGS}
     for topic, _, msg in reader.messages([visible_topic, thermal_topic]):
         allowed = need.pop(topic, None)
-        if allowed is not None and msg.encoding not in allowed:
-            kind = "visible" if topic == visible_topic else "thermal"
+        kind = "visible" if topic == visible_topic else "thermal"
+        if allowed is not None and is_compressed(msg):
+            try:
+                check_compressed(msg, allowed)
+            except InputError as e:
+                raise BagError(f"{kind} camera on {topic}: {e}") from None
+        elif allowed is not None and msg.encoding not in allowed:
             raise BagError(f"unknown {kind} image encoding {msg.encoding!r} on {topic}; the node "
                            f"accepts {', '.join(allowed)}")
         if not need:
@@ -93,7 +100,6 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
     if calibration is not None:  # a rig calibration (calibration.Calibration): fuse with it
         pipe.set_calibration(calibration)
     sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop=slop, streams=("visible", "thermal"))
-    stream_of = {visible_topic: "visible", thermal_topic: "thermal"}
     if visible_topic == thermal_topic:
         raise BagError("visible and thermal topics must differ")
     records: List[PairRecord] = []
@@ -101,7 +107,9 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
     bad_pairs: List[str] = []
     writer = None
     with BagReader(bag) as reader:
-        reader.require_image_topics([visible_topic, thermal_topic])
+        # Image or CompressedImage, as recorded; <topic>/compressed when only that was recorded.
+        visible_topic, thermal_topic = reader.require_image_topics([visible_topic, thermal_topic])
+        stream_of = {visible_topic: "visible", thermal_topic: "thermal"}
         _check_encodings(reader, visible_topic, thermal_topic)
         counts = reader.topics()
         expected_pairs = min(counts[visible_topic][1], counts[thermal_topic][1])
@@ -140,7 +148,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
     # A pair is lost when a frame of the sparser camera never found a partner (or is left over).
     lost = min(sync_stats[s]["received"] for s in ("visible", "thermal")) - sync_stats["pairs"]
     info = {"bag": os.path.abspath(bag), "storage": reader.storage, "visible_topic": visible_topic,
-            "thermal_topic": thermal_topic, "matcher": matcher_name or type(matcher).__name__,
+            "thermal_topic": thermal_topic, "visible_type": counts[visible_topic][0],
+            "thermal_type": counts[thermal_topic][0], "matcher": matcher_name or type(matcher).__name__,
             "rig_mode": pipe.config.rig_mode, "match_rate_hz": pipe.config.match_rate_hz,
             "rig_calibration": calibration is not None,
             "sync": {"queue_size": queue_size, "slop_s": slop, **sync_stats},

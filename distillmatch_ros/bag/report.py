@@ -172,7 +172,8 @@ def write_markdown(summary: Dict, report_dir: str, images: List[str], fused: Lis
     lines = [
         "# distillmatch bag-eval report", "",
         f"- bag: `{info.get('bag')}` ({info.get('storage')})",
-        f"- topics: visible `{info.get('visible_topic')}`, thermal `{info.get('thermal_topic')}`",
+        f"- topics: visible `{info.get('visible_topic')}` ({_short(info.get('visible_type'))}), "
+        f"thermal `{info.get('thermal_topic')}` ({_short(info.get('thermal_type'))})",
         f"- matcher: {info.get('matcher')}; rig mode: {info.get('rig_mode')}", "",
         "| figure | value |", "|---|---|",
         f"| pairs evaluated | {summary['pairs_evaluated']} |",
@@ -204,3 +205,8 @@ def write_markdown(summary: Dict, report_dir: str, images: List[str], fused: Lis
 
 def _fmt(x):
     return "n/a" if x is None else f"{x:.2f}"
+
+
+def _short(msgtype) -> str:
+    """'sensor_msgs/msg/CompressedImage' -> 'CompressedImage' (the report's topic line)."""
+    return str(msgtype or "?").rsplit("/", 1)[-1]

@@ -38,8 +38,11 @@ def sample_photos() -> List[Tuple[str, np.ndarray]]:
     return out
 
 
+SIMPLE = "simple"  # pseudo_infrared_fn source naming the stand-in below
+
+
 def simple_pseudo_thermal(bgr: np.ndarray) -> np.ndarray:
-    """Crude visible -> thermal-looking stand-in, used only when the V2I-GAN is not shipped.
+    """Crude visible -> thermal-looking stand-in, used only when asked for (``--simple-thermal``).
 
     Warm ~ red-dominant surfaces (skin, brick) and brightness, cold ~ blue (sky); then the blur
     and low texture of a microbolometer. Not a model of physics: it only changes appearance
@@ -54,15 +57,21 @@ def simple_pseudo_thermal(bgr: np.ndarray) -> np.ndarray:
     return np.clip((t - lo) * (255.0 / max(hi - lo, 1e-3)), 0, 255).astype(np.uint8)
 
 
-def pseudo_infrared_fn() -> Tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """The shipped V2I-GAN when its weights are present, else :func:`simple_pseudo_thermal`."""
-    try:
-        from ..pseudo_infrared import PseudoInfrared
+def pseudo_infrared_fn(source: Optional[str] = None) -> Tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """The thermal side of the sample recording and how it was made.
 
-        gan = PseudoInfrared.from_pretrained()
-        return gan, "V2I-GAN (models/v2i_gan.pt)"
-    except Exception as e:  # noqa: BLE001 - missing weights or module: the stand-in is documented
-        return simple_pseudo_thermal, f"simple pseudo-thermal stand-in ({type(e).__name__}: {e})"
+    ``source``: a V2I-GAN name or file (default: the shipped ``v2i_gan``), or ``"simple"`` for
+    :func:`simple_pseudo_thermal`. Never falls back on its own: a demo that silently swapped the
+    GAN for the stand-in would report figures of another experiment. A missing generator raises
+    CheckpointError listing where it was looked for.
+    """
+    if source == SIMPLE:
+        return simple_pseudo_thermal, "simple pseudo-thermal stand-in (asked for with --simple-thermal)"
+    from ..pseudo_infrared import PseudoInfrared
+    from .. import model_files
+
+    gan = PseudoInfrared.from_pretrained(source)  # CheckpointError naming where it looked
+    return gan, f"V2I-GAN ({model_files.resolve(source, model_files.V2I_GAN)})"
 
 
 def scene_crops(img: np.ndarray, size: Tuple[int, int], n: int) -> List[np.ndarray]:
@@ -81,11 +90,15 @@ def scene_crops(img: np.ndarray, size: Tuple[int, int], n: int) -> List[np.ndarr
 
 
 def sample_pairs(visible_size=(640, 480), views_per_photo: int = 3,
-                 pseudo_ir: Optional[Callable] = None) -> Tuple[List[Pair], str]:
-    """Aligned pairs (identity ground truth) made from the bundled photos; returns (pairs, how)."""
+                 pseudo_ir: Optional[Callable] = None, source: Optional[str] = None) -> Tuple[List[Pair], str]:
+    """Aligned pairs (identity ground truth) made from the bundled photos; returns (pairs, how).
+
+    The thermal side comes from ``pseudo_ir`` when given, else from :func:`pseudo_infrared_fn`
+    (``source``).
+    """
     how = "given function"
     if pseudo_ir is None:
-        pseudo_ir, how = pseudo_infrared_fn()
+        pseudo_ir, how = pseudo_infrared_fn(source)
     pairs = []
     for name, img in sample_photos():
         for i, view in enumerate(scene_crops(img, visible_size, views_per_photo)):
