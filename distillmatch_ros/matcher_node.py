@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import rclpy
