@@ -54,7 +54,7 @@ class DistillMatch(nn.Module):
             taps = self.texture.backbone.block_channels
             self.cross_fine = CrossFine(taps[0], taps[2], cfg)
             return
-        # The "window" fine stage (older checkpoints): per-image window correlation.
+        # The "window" fine stage (the shipped one): per-image window correlation.
         # Coarse-to-fine feature injection (EfficientLoFTR-style): the fine levels receive the
         # transformed, cross-modal 1/8 features, so their window correlation is not left to raw
         # per-modality CNN features. Zero-initialised: a no-op until training moves it.
