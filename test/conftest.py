@@ -17,32 +17,28 @@ torch.set_num_threads(1)
 os.environ.setdefault("DISTILLMATCH_CACHE", str(REPO / ".cache" / "test-cache"))
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
+def _random_checkpoint(tmp_path_factory, name: str, **overrides) -> Path:
     """A tiny-preset checkpoint with random weights at a small working size (fast on CPU)."""
     from distillmatch_ros.checkpoint import save_checkpoint
     from distillmatch_ros.model import build_model
     torch.manual_seed(0)
+    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=256, **overrides)
+    path = tmp_path_factory.mktemp("ckpt") / f"{name}.pt"
+    save_checkpoint(path, model, {"name": name, "note": "random weights for tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
     # The whole-window read-out: random windows are nearly flat, and an argmax read-out over
     # them flips on float rounding (parity of that read-out is checked on the shipped weights).
-    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=256,
-                        fine_expectation="soft")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_random.pt"
-    save_checkpoint(path, model, {"name": "tiny_random", "note": "random weights for tests"})
-    return path
+    return _random_checkpoint(tmp_path_factory, "tiny_random", fine_expectation="soft")
 
 
 @pytest.fixture(scope="session")
 def cross_checkpoint(tmp_path_factory) -> Path:
     """As ``tiny_checkpoint``, with the cross-modal fine stage (fine_stage='cross')."""
-    from distillmatch_ros.checkpoint import save_checkpoint
-    from distillmatch_ros.model import build_model
-    torch.manual_seed(0)
-    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False, max_matches=256,
-                        fine_stage="cross")
-    path = tmp_path_factory.mktemp("ckpt") / "cross_random.pt"
-    save_checkpoint(path, model, {"name": "cross_random", "note": "random weights for tests"})
-    return path
+    return _random_checkpoint(tmp_path_factory, "cross_random", fine_stage="cross")
 
 
 @pytest.fixture(scope="session")
