@@ -21,7 +21,7 @@ def apply_h(H: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     return ph[..., :2] / ph[..., 2:].clamp(min=1e-8)
 
 
-def _cell_of(p: torch.Tensor, gw: int, gh: int, stride: int = 8) -> Tuple[torch.Tensor, torch.Tensor]:
+def cell_of(p: torch.Tensor, gw: int, gh: int, stride: int = 8) -> Tuple[torch.Tensor, torch.Tensor]:
     cx = torch.floor((p[..., 0] + 0.5) / stride).long()
     cy = torch.floor((p[..., 1] + 0.5) / stride).long()
     inside = (cx >= 0) & (cx < gw) & (cy >= 0) & (cy < gh)
@@ -37,9 +37,9 @@ def coarse_ground_truth(H_t2v: torch.Tensor, gh: int, gw: int) -> Dict[str, torc
     cv = cell_centres(idx, gw)
     H_v2t = torch.linalg.inv(H_t2v)
     pt = apply_h(H_v2t, cv)
-    j, inside_t = _cell_of(pt, gw, gh)
+    j, inside_t = cell_of(pt, gw, gh)
     back = apply_h(H_t2v, cell_centres(j, gw))
-    i_back, inside_v = _cell_of(back, gw, gh)
+    i_back, inside_v = cell_of(back, gw, gh)
     positive = inside_t & inside_v & (i_back == idx)
     return {"match_t": j, "positive": positive, "target_thermal": pt}
 

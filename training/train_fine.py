@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from distillmatch_ros.checkpoint import read_checkpoint, save_checkpoint
+from distillmatch_ros.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from distillmatch_ros.model import build_model
 from distillmatch_ros.model.distillmatch import cell_centres
-from training.losses_match import _cell_of, apply_h, coarse_ground_truth, fine_losses, sample_gt_pairs
+from training.losses_match import cell_of, apply_h, coarse_ground_truth, fine_losses, sample_gt_pairs
 from training.train_matcher import PairSource, lr_at, score_of, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def start_points(batch, points: int, coarse_noise: float, gen: torch.Generator, 
     pv = cell_centres(idx_v, gw)
     p_true = apply_h(torch.linalg.inv(H), pv)
     jitter = torch.randn(p_true.shape, generator=gen) * coarse_noise
-    cell, inside = _cell_of(p_true + jitter, gw, gh)
+    cell, inside = cell_of(p_true + jitter, gw, gh)
     pt0 = cell_centres(cell, gw)
     # The exact point must be on real thermal content (warped borders are black, not scene).
     g = torch.stack([(p_true[..., 0] + 0.5) / w * 2 - 1, (p_true[..., 1] + 0.5) / h * 2 - 1], dim=-1)
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         point_gen.set_state(st["point_gen_state"])
         log(f"resumed from {last_path} at step {step} (best {best:.3f})")
     else:
-        ref = validate(model_from(args.init), cfg, Path(args.data_root), "cpu", cfg["data"]["val_limit"])
+        ref = validate(load_checkpoint(args.init)[0], cfg, Path(args.data_root), "cpu", cfg["data"]["val_limit"])
         log("val of --init: " + " ".join(f"{k}={v:.3f}" for k, v in ref.items()) + f" score={score_of(ref):.3f}")
         (out_dir / "init_val.json").write_text(json.dumps(ref, indent=1))
 
@@ -230,11 +230,6 @@ def main(argv=None) -> int:
     save_state()
     log(f"done: {step} steps, best score {best:.3f}")
     return 0
-
-
-def model_from(path):
-    from distillmatch_ros.checkpoint import load_checkpoint
-    return load_checkpoint(path)[0]
 
 
 if __name__ == "__main__":
