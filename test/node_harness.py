@@ -110,6 +110,16 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def serve(self):
+        """For a pytest fixture: ``yield from proc.serve()`` waits until ready, yields the node,
+        and on teardown stops it and requires a clean exit on Ctrl-C."""
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            code = self.stop()
+            assert code == 0, f"node exit code {code} on SIGINT:\n{self.log()[-2000:]}"
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

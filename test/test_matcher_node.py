@@ -41,12 +41,7 @@ def node(tmp_path_factory, checkpoint):
         "rig_mode": False, "match_threshold": 0.0, "qos_overrides": RELIABLE_INPUTS,
         "use_camera_info": True, "diagnostics_period": 0.5, "sync_warn_after": 1.0, "slop": 0.02,
     }, namespace=NS)
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, f"node exit code {code} on SIGINT:\n{proc.log()[-2000:]}"
+    yield from proc.serve()
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,7 @@ def node(tmp_path_factory, tiny_checkpoint):
         "match_threshold": 0.0, "visible_transport": "compressed", "thermal_transport": "compressed",
         "qos_reliability": "reliable", "qos_depth": 7, "diagnostics_period": 0.5, "slop": 0.02,
     }, namespace=NS, remaps={"visible/image_raw": VIS_BASE}, name="node_cmp")
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, f"node exit code {code} on SIGINT:\n{proc.log()[-2000:]}"
+    yield from proc.serve()
 
 
 @pytest.fixture(scope="module")
