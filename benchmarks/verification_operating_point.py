@@ -184,8 +184,9 @@ def main(argv=None) -> int:
     if not data.is_dir():
         print(f"data folder {data} is absent: nothing to calibrate on (see ../shared/docs/DATA.md)")
         return 2
-    from distillmatch_ros.matcher import Matcher
     import torch
+
+    from distillmatch_ros.matcher import Matcher
     torch.set_num_threads(args.threads)
     matcher = Matcher.from_pretrained(args.model, backend=args.backend)
     base = dict(matcher.options)

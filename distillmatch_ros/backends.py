@@ -112,8 +112,8 @@ class TensorRTBackend:
         if not torch.cuda.is_available():
             raise BackendUnavailable("backend 'tensorrt' needs a CUDA GPU; none is visible to PyTorch")
         try:
-            import torch_tensorrt
             import tensorrt
+            import torch_tensorrt
         except ImportError as exc:
             raise BackendUnavailable("backend 'tensorrt' needs torch-tensorrt "
                                      "(pip install 'distillmatch_ros[tensorrt]')") from exc

@@ -26,8 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -38,8 +37,14 @@ from std_srvs.srv import Trigger
 from . import node_params as np_
 from .calibration import CalibrationError, load_calibration, save_calibration
 from .errors import BackendUnavailable, CheckpointError, InputError
-from .image_codec import (THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_message, fill_image_msg,
-                          thermal_to_numpy, visible_to_numpy)
+from .image_codec import (
+    THERMAL_ENCODINGS,
+    VISIBLE_ENCODINGS,
+    check_message,
+    fill_image_msg,
+    thermal_to_numpy,
+    visible_to_numpy,
+)
 from .pipeline import LatencyStats, PairPipeline, PipelineConfig
 from .sync import ApproximateTimeSynchronizer, header_stamp_ns
 

@@ -64,6 +64,7 @@ def bench_model(name: str, tmp: Path) -> Path:
         return make_test_checkpoint(tmp / "random_small.pt")
     if name == "random-tiny":
         import torch
+
         from distillmatch_ros.checkpoint import save_checkpoint
         from distillmatch_ros.model import build_model
         torch.manual_seed(0)
@@ -153,10 +154,10 @@ class Tester:
         ros_env()
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
+        from distillmatch_msgs.msg import Correspondences
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        from distillmatch_msgs.msg import Correspondences
         self.ctx = rclpy.context.Context()
         rclpy.init(context=self.ctx)
         self.node = rclpy.create_node(f"tester_{os.getpid()}", namespace=namespace, context=self.ctx)
@@ -226,6 +227,7 @@ class Tester:
         """An Image (or, for a compressed tester, a CompressedImage as image_transport's
         compressed plugin makes it: JPEG for 8 bits, PNG for 16) of ``img`` in encoding ``enc``."""
         from sensor_msgs.msg import CompressedImage, Image
+
         from distillmatch_ros.image_codec import encode_compressed, fill_image_msg
         if self.compressed:
             msg = CompressedImage()

@@ -1,7 +1,5 @@
 """Synthesised pairs: the returned H_t2v must be the exact thermal -> visible pixel map."""
-import math
 
-import numpy as np
 import pytest
 import torch
 

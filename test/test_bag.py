@@ -5,8 +5,6 @@ tests about matching use the real Matcher on a tiny random-weight checkpoint (sa
 and the accuracy comparison uses the shipped model when models/ has it.
 """
 import json
-import os
-import shutil
 from pathlib import Path
 
 import cv2
@@ -16,8 +14,7 @@ import pytest
 from distillmatch_ros import evaluation
 from distillmatch_ros.bag import cli
 from distillmatch_ros.bag.io import BagError, BagReader, BagWriter, list_bag_files
-from distillmatch_ros.bag.make_bag import (THERMAL_TOPIC, VISIBLE_TOPIC, Pair, make_bag, render_pair,
-                                           write_gt_json)
+from distillmatch_ros.bag.make_bag import THERMAL_TOPIC, VISIBLE_TOPIC, Pair, make_bag, render_pair
 from distillmatch_ros.bag.replay import bag_eval, load_gt_homography
 from distillmatch_ros.pipeline import PipelineConfig
 from distillmatch_ros.result import MatchResult

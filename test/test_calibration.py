@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from distillmatch_ros import calibration as C
-from distillmatch_ros import evaluation
 from distillmatch_ros.bag.make_bag import Pair, make_bag, write_gt_json
 from distillmatch_ros.pipeline import PairPipeline, PipelineConfig
 from distillmatch_ros.result import MatchResult
@@ -184,7 +183,8 @@ def test_rig_mode_published_homography_is_pooled(rig_bag):
 
 
 def test_pipeline_calibration_drift_is_reported_not_replaced():
-    from test_pipeline import FakeMatcher, frames as pframes  # noqa: F401 - the stand-in matcher of the pipeline tests
+    from test_pipeline import FakeMatcher  # noqa: F401 - the stand-in matcher of the pipeline tests
+    from test_pipeline import frames as pframes
     m = FakeMatcher()
     pipe = PairPipeline(m, PipelineConfig(match_rate_hz=5.0, drift_confirmations=2, fuse=False))
     wrong = m.H.copy()

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from node_harness import Tester, interfaces_available, ros_env, textured_pair
 
 REPO = Path(__file__).resolve().parents[1]

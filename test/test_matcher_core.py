@@ -218,6 +218,7 @@ def test_centred_fine_correlation_sharpens_smooth_windows():
     on a smooth feature map (neighbours nearly alike) the plain cosine barely varies across the
     window, the centred one peaks clearly, and both put the peak on the true cell."""
     import torch
+
     from distillmatch_ros.model.config import make_config
     from distillmatch_ros.model.fine import FineLevel
     torch.manual_seed(0)

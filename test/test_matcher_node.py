@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from node_harness import NodeProcess, Tester, interfaces_available, ros_env, textured_pair, vary
 
 pytestmark = [
@@ -137,8 +136,8 @@ def test_pairs_in_pairs_out(node, tester):
 
 def test_homography_close_to_true_with_shipped_model():
     """Needs trained weights: a random network cannot find the true homography."""
-    from distillmatch_ros.matcher import Matcher, resolve_model
     from distillmatch_ros.errors import CheckpointError
+    from distillmatch_ros.matcher import Matcher, resolve_model
     try:
         path = resolve_model()
     except CheckpointError as exc:
@@ -288,8 +287,9 @@ def test_streams_that_never_synchronize_are_reported(node, tester):
 
 def test_fuzz_random_and_malformed_images(node, tester):
     """Random encodings, sizes, steps, data lengths, endianness and stamps on both inputs."""
-    from sensor_msgs.msg import Image
     import array
+
+    from sensor_msgs.msg import Image
     rng = np.random.default_rng(1234)
     encodings = ["bgr8", "rgb8", "mono8", "mono16", "16UC1", "32FC1", "bgra8", "", "yuv422", "8UC3", "x" * 40]
     base = CLOCK.start(tester)
@@ -356,6 +356,7 @@ def test_missing_model_fails_fast(tmp_path):
 def test_declared_parameters_match_table(node, tester):
     """The running node declares exactly the table's parameters, with its ranges and read-only flags."""
     from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters
+
     from distillmatch_ros import node_params
     lst = tester.node.create_client(ListParameters, f"{NS}/matcher_node/list_parameters")
     desc = tester.node.create_client(DescribeParameters, f"{NS}/matcher_node/describe_parameters")

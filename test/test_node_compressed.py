@@ -12,7 +12,6 @@ import array
 import time
 
 import pytest
-
 from node_harness import NodeProcess, Tester, interfaces_available, ros_env, textured_pair, vary
 
 pytestmark = [

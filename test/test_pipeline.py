@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from distillmatch_ros.errors import InputError
-from distillmatch_ros.pipeline import (LatencyStats, PairPipeline, PipelineConfig, blend_homographies,
-                                       project)
+from distillmatch_ros.pipeline import LatencyStats, PairPipeline, PipelineConfig, blend_homographies, project
 from distillmatch_ros.result import MatchResult
 
 H_TRUE = np.array([[2.0, 0.05, 30.0], [-0.03, 2.0, 20.0], [0.0, 0.0, 1.0]])

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from node_harness import interfaces_available
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,7 @@
 """Approximate-time pairing: rates, slop, counters, and property tests."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distillmatch_ros.sync import DROP_REASONS, ApproximateTimeSynchronizer
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -98,8 +97,8 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path, data_root):
 
 def test_export_round_trip(tmp_path, data_root):
     pytest.importorskip("onnxruntime")
-    from training import export
     from distillmatch_ros.matcher import Matcher
+    from training import export
     out = tmp_path / "run"
     assert tm.main(_args(out, data_root, "--set", "train.steps=2")) == 0
     onnx_path, ckpt = tmp_path / "m.onnx", tmp_path / "m.pt"

@@ -7,7 +7,7 @@ import torch
 
 from distillmatch_ros.errors import CheckpointError, InputError
 from distillmatch_ros.pseudo_infrared import FORMAT, PseudoInfrared, TranslationGenerator
-from training.v2i_gan import GanConfig, V2IGAN, sga_loss, ssim
+from training.v2i_gan import V2IGAN, GanConfig, sga_loss, ssim
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -98,9 +98,9 @@ def test_shipped_generator_beats_gray_baselines_on_val(shared_data):
     path = REPO / "models" / "v2i_gan.pt"
     if not path.exists():
         pytest.skip("models/v2i_gan.pt not shipped yet")
+    import distillmatch_ros
     from training.datasets import load_aligned_pairs, split_names
     from training.train_v2i_gan import baseline_and_model_metrics
-    import distillmatch_ros
     pir = distillmatch_ros.PseudoInfrared.from_pretrained()
     root = shared_data / "roadscene"
     m = baseline_and_model_metrics(pir, load_aligned_pairs(root, split_names(root, "val")[:5], max_side=320))
@@ -111,6 +111,7 @@ def test_shipped_generator_beats_gray_baselines_on_val(shared_data):
 
 def test_training_cli_exports_and_resumes(tmp_path):
     import cv2
+
     from training.train_v2i_gan import main
     rig = tmp_path / "rig"
     (rig / "visible").mkdir(parents=True)

@@ -118,6 +118,7 @@ def main(argv=None) -> int:
         print(f"wrote {path}; ONNX Runtime vs PyTorch max difference {check_onnx(model, path):.4f} px")
     if a.tensorrt:
         import os
+
         from distillmatch_ros.backends import TensorRTBackend
         os.environ["DISTILLMATCH_CACHE"] = a.tensorrt
         be = TensorRTBackend(model, "cuda", tuple(model.config["input_size"]))

@@ -28,7 +28,7 @@ import torch
 from distillmatch_ros.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from distillmatch_ros.model import build_model
 from distillmatch_ros.model.distillmatch import cell_centres
-from training.losses_match import cell_of, apply_h, coarse_ground_truth, fine_losses, sample_gt_pairs
+from training.losses_match import apply_h, cell_of, coarse_ground_truth, fine_losses, sample_gt_pairs
 from training.train_matcher import PairSource, lr_at, score_of, validate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,9 +28,15 @@ import cv2
 import numpy as np
 import torch
 
-from training.datasets import (PairCropDataset, default_data_root, device_crop_batch, load_aligned_pairs,
-                               pairs_to_tensors, split_names)
-from training.v2i_gan import GanConfig, V2IGAN, ssim, to_gray
+from training.datasets import (
+    PairCropDataset,
+    default_data_root,
+    device_crop_batch,
+    load_aligned_pairs,
+    pairs_to_tensors,
+    split_names,
+)
+from training.v2i_gan import V2IGAN, GanConfig, ssim
 
 
 def gather_train_pairs(args):

@@ -19,7 +19,7 @@ published, these are our choices):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn

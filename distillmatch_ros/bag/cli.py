@@ -132,9 +132,8 @@ def _pipeline_config(args):
 
 
 def cmd_bag_eval(args) -> int:
-    from .replay import bag_eval, load_gt_homography
-
     from .io import BagReader
+    from .replay import bag_eval, load_gt_homography
 
     gt = load_gt_homography(args.gt_homography) if args.gt_homography else None
     calibration = None

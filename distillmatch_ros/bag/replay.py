@@ -28,8 +28,14 @@ import numpy as np
 from .. import evaluation
 from ..calibration import CalibrationError
 from ..errors import InputError
-from ..image_codec import (THERMAL_ENCODINGS, VISIBLE_ENCODINGS, check_compressed, is_compressed,
-                           thermal_to_numpy, visible_to_numpy)
+from ..image_codec import (
+    THERMAL_ENCODINGS,
+    VISIBLE_ENCODINGS,
+    check_compressed,
+    is_compressed,
+    thermal_to_numpy,
+    visible_to_numpy,
+)
 from ..pipeline import PairPipeline, PipelineConfig
 from ..sync import ApproximateTimeSynchronizer
 from .io import BagError, BagReader

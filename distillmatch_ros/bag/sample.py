@@ -67,8 +67,8 @@ def pseudo_infrared_fn(source: Optional[str] = None) -> Tuple[Callable[[np.ndarr
     """
     if source == SIMPLE:
         return simple_pseudo_thermal, "simple pseudo-thermal stand-in (asked for with --simple-thermal)"
-    from ..pseudo_infrared import PseudoInfrared
     from .. import model_files
+    from ..pseudo_infrared import PseudoInfrared
 
     gan = PseudoInfrared.from_pretrained(source)  # CheckpointError naming where it looked
     return gan, f"V2I-GAN ({model_files.resolve(source, model_files.V2I_GAN)})"
