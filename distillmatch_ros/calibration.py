@@ -156,7 +156,7 @@ def select_frames(frames: Sequence[FrameEvidence], n: int) -> List[FrameEvidence
     covered = np.zeros((GRID[1], GRID[0]), bool)
     left = frames[:]
     while left and len(chosen) < n:
-        def gain(f):
+        def gain(f, covered=covered):
             new = int((f.cells & ~covered).sum())
             sim = max((float(f.thumb @ c.thumb) for c in chosen), default=-1.0)
             return (new, -sim, len(f.scores))

@@ -412,13 +412,16 @@ class PairPipeline:
         self._last_match_ns = stamp_ns  # the rate counts from the submission
         keep = self.session is not None
 
-        def run(v=visible.copy(), t=thermal.copy()):
+        v, t = visible.copy(), thermal.copy()  # the caller's buffers may be reused meanwhile
+
+        def run():
             t0 = time.perf_counter()
             try:
                 r = self.matcher.match(v, t)
                 ev = None
                 if r.homography is not None:
-                    ev = calib.evidence_from_result(r, stamp_ns, self._thermal_gray(t), tsize, _gray(v), keep_images=keep)
+                    ev = calib.evidence_from_result(r, stamp_ns, self._thermal_gray(t), tsize, _gray(v),
+                                                    keep_images=keep)
                 self._bg_done = (r, ev, stamp_ns, vsize, tsize, t0, None)
             except Exception as exc:  # noqa: BLE001 - reported on the next pair
                 self._bg_done = (None, None, stamp_ns, vsize, tsize, t0, exc)

@@ -106,8 +106,8 @@ class PseudoInfrared:
         try:
             path = model_files.resolve(path, model_files.V2I_GAN)
         except CheckpointError as e:
-            raise CheckpointError(f"V2I-GAN generator: {str(e).rstrip('.')}. Train one with `python -m training.train_v2i_gan` "
-                                  "(see docs/TRAINING.md).") from None
+            raise CheckpointError(f"V2I-GAN generator: {str(e).rstrip('.')}. Train one with "
+                                  "`python -m training.train_v2i_gan` (see docs/TRAINING.md).") from None
         try:
             blob = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # truncated / not a torch file / unsafe pickle

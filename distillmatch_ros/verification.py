@@ -195,7 +195,8 @@ def decide(f: Dict[str, float], opt: Dict[str, Any]) -> Verdict:
         return Verdict(False, "no homography could be fitted", 0.0, f)
     r = float(opt["verify_scale_range"])
     tests = (
-        (f["inliers"] >= opt["verify_min_inliers"], f"too few inliers ({f['inliers']:.0f} < {opt['verify_min_inliers']})"),
+        (f["inliers"] >= opt["verify_min_inliers"],
+         f"too few inliers ({f['inliers']:.0f} < {opt['verify_min_inliers']})"),
         (f["inlier_ratio"] >= opt["verify_min_inlier_ratio"],
          f"inlier ratio {f['inlier_ratio']:.2f} < {opt['verify_min_inlier_ratio']}"),
         (f["spread"] >= opt["verify_min_spread"],

@@ -4,9 +4,10 @@
         visible_topic:=/camera/color/image_raw thermal_topic:=/boson/image_raw backend:=tensorrt
 
 Parameters come from params_file (default: the package's config/matcher.yaml); ``model``,
-``backend`` and the cameras' transports (``raw`` or ``compressed``) given here override it. Unless fastdds_profile is empty, the node runs with the
-package's Fast DDS shared-memory profile (large images over best-effort UDP get lost); start
-the camera drivers with the same FASTDDS_DEFAULT_PROFILES_FILE (see README).
+``backend`` and the cameras' transports (``raw`` or ``compressed``) given here override it.
+Unless fastdds_profile is empty, the node runs with the package's Fast DDS shared-memory profile
+(large images over best-effort UDP get lost); start the camera drivers with the same
+FASTDDS_DEFAULT_PROFILES_FILE (see README).
 """
 import os
 

@@ -213,7 +213,7 @@ def test_out_bag_round_trip(tmp_path, pairs):
     corr = [m for topic, _, m in got if topic == "/distillmatch/correspondences"]
     fused = [m for topic, _, m in got if topic == "/distillmatch/fused/image"]
     assert len(corr) == len(fused) == s["pairs_evaluated"] == 4
-    for m, row in zip(corr, s["pairs"]):
+    for m, row in zip(corr, s["pairs"], strict=True):
         assert m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == row["stamp_ns"]
         assert m.matched and len(m.scores) == row["matches"] and int(np.sum(m.inliers)) == row["inliers"]
         assert np.allclose(np.reshape(m.homography, (3, 3)), row["homography"])
@@ -259,7 +259,7 @@ def test_bag_eval_runs_the_same_matcher_path(tmp_path, pairs, tiny_matcher):
     assert k >= 2 and k + s["pairs_dropped"] == 3
     assert [row["matches"] for row in s["pairs"]] == [n for n, _ in direct[:k]]
     assert all(n > 0 for n, _ in direct)
-    for mine, (_, ref) in zip(s["homography_error_px"], direct[:k]):
+    for mine, (_, ref) in zip(s["homography_error_px"], direct[:k], strict=True):
         assert (mine is None and not np.isfinite(ref["err"])) or mine == pytest.approx(ref["err"], rel=1e-6)
 
 

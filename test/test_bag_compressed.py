@@ -71,11 +71,12 @@ def test_make_bag_compressed_records_as_image_transport(tmp_path, pairs):
         raw_vis = [m for topic, _, m in r.messages([VISIBLE_TOPIC])]
     cmp_th = [m for topic, _, m in msgs if topic == info["thermal_topic"]]
     cmp_vis = [m for topic, _, m in msgs if topic == info["visible_topic"]]
-    for a, b in zip(raw_th, cmp_th):  # PNG: the 16-bit counts exactly
+    for a, b in zip(raw_th, cmp_th, strict=True):  # PNG: the 16-bit counts exactly
         counts = thermal_to_numpy(b)
         assert counts.dtype == np.uint16 and np.array_equal(counts, thermal_to_numpy(a))
         assert len(b.data) < a.step * a.height  # and it is compressed
-    err = [np.abs(visible_to_numpy(b).astype(int) - visible_to_numpy(a)).mean() for a, b in zip(raw_vis, cmp_vis)]
+    err = [np.abs(visible_to_numpy(b).astype(int) - visible_to_numpy(a)).mean()
+           for a, b in zip(raw_vis, cmp_vis, strict=True)]
     assert max(err) < 4  # JPEG at quality 95
     with pytest.raises(BagError, match="32FC1 thermal images cannot go through the compressed"):
         make_bag(str(tmp_path / "f"), pairs, thermal_encoding="32FC1", compressed=True)

@@ -97,10 +97,10 @@ def test_modality_cross_entropy_trains_a_classifier():
     start = float(modality_ce(head(xv), head(xt)).detach())
     for _ in range(30):
         opt.zero_grad()
-        l = modality_ce(head(xv), head(xt))
-        l.backward()
+        loss = modality_ce(head(xv), head(xt))
+        loss.backward()
         opt.step()
-    assert float(l.detach()) < 0.5 * start
+    assert float(loss.detach()) < 0.5 * start
     pir = torch.tensor([True, False])
     tv, tt = modality_targets(2, pir)
     assert tv.tolist() == [1, 0] and tt.tolist() == [1, 1]

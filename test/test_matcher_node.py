@@ -241,9 +241,9 @@ def test_bad_input_keeps_node_alive_and_is_reported(node, tester):
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(st, 10**9)
         t0 = tester.now_ns()  # before publishing: the report may come in the very next period
         pub.publish(msg)
-        tester.wait_for(lambda: text in node.log(), 30, f"log line: {text}")
+        tester.wait_for(lambda text=text: text in node.log(), 30, f"log line: {text}")
 
-        def reported():
+        def reported(text=text, t0=t0):
             return [d for d in tester.diag_history(t0) if text in d.get("input.message", "")]
 
         tester.wait_for(lambda: bool(reported()), 10, f"diagnostics: {text}")

@@ -88,8 +88,9 @@ def test_bad_compressed_payloads_are_diagnostics_and_the_node_lives_on(node, tes
         pub.publish(_stamped(bad, stamp))
         if partner is not None:  # a corrupt payload is found in the worker, so it needs a pair
             tester.pub_th.publish(_stamped(partner, stamp))
-        tester.wait_for(lambda: text in node.log(), 30, f"log line: {text}")
-        tester.wait_for(lambda: any(text in d.get("input.message", "") for d in tester.diag_history(t0)),
+        tester.wait_for(lambda text=text: text in node.log(), 30, f"log line: {text}")
+        tester.wait_for(lambda text=text, t0=t0: any(text in d.get("input.message", "")
+                                                     for d in tester.diag_history(t0)),
                         10, f"diagnostics: {text}")
         assert node.alive()
     hist = tester.diag_history(0)

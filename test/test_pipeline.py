@@ -129,7 +129,8 @@ def test_gain_change_is_reported():
 def test_input_errors_are_counted_and_raised():
     pipe = PairPipeline(FakeMatcher(), PipelineConfig(fuse=False))
     with pytest.raises(InputError):
-        pipe.process(np.zeros((160, 200, 3), np.uint8), np.random.default_rng(0).integers(0, 255, (8, 8)).astype(np.uint8), 0)
+        tiny_thermal = np.random.default_rng(0).integers(0, 255, (8, 8)).astype(np.uint8)
+        pipe.process(np.zeros((160, 200, 3), np.uint8), tiny_thermal, 0)
     assert pipe.counters["input_errors"] == 1
 
 

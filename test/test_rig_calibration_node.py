@@ -78,7 +78,7 @@ def test_calibration_file_fuses_every_pair_and_a_wrong_file_is_drift(tmp_path, s
         stamps = _publish(tester, 30, 10.0, t0)  # 3 s at 10 Hz
         # Every pair the worker takes is fused; a pair arriving while the network runs on the
         # previous one is dropped (newest wins), so count what was processed.
-        c = _diag(tester, t0, "pairs_received", lambda v: int(v) >= len(stamps))
+        _diag(tester, t0, "pairs_received", lambda v: int(v) >= len(stamps))
         tester.wait_for(lambda: (lambda d: d and d["pairs_waiting"] == "0" and d["pairs_in_progress"] == "0"
                                  and int(d["pairs_received"]) >= len(stamps))(tester.diag_values(t0)),
                         60, "the node to be idle")

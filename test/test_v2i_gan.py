@@ -30,7 +30,7 @@ def test_one_gan_step_runs_and_loss_goes_down():
     first = gan.step(vis, th)
     assert set(first) >= {"adv", "cyc", "pair", "sga", "ssim", "tv", "g_total", "d"}
     assert all(np.isfinite(v) for v in first.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before, gan.g_vi.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, gan.g_vi.parameters(), strict=True))
     for _ in range(25):
         last = gan.step(vis, th)
     assert last["pair"] < first["pair"] and last["g_total"] < first["g_total"]

@@ -217,7 +217,10 @@ def synth_batch(vis: torch.Tensor, th: torch.Tensor, out_hw: Tuple[int, int] = (
     H_t2v = sample_rig_homographies(B, out_hw, c, generator)
     vis_w, _ = warp_by_map(vis, A_v, out_hw)
     th_w, valid_t = warp_by_map(th, A_v @ H_t2v, out_hw)
-    is_pir = (_u(generator, B, 0, 1) < p_pseudo_ir).to(dev) if pseudo_ir is not None else torch.zeros(B, dtype=torch.bool, device=dev)
+    if pseudo_ir is not None:
+        is_pir = (_u(generator, B, 0, 1) < p_pseudo_ir).to(dev)
+    else:
+        is_pir = torch.zeros(B, dtype=torch.bool, device=dev)
     if c["photometric"]:
         vis_g = augment_visible(vis_w, c, generator)
         th_o = augment_thermal(th_w, c, generator)

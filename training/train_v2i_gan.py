@@ -80,7 +80,8 @@ def render_figure(translate, val_pairs, path, n=4, width=200):
         s = width / vis.shape[1]
         size = (width, int(round(vis.shape[0] * s)))
         tiles = [cv2.resize(vis, size, interpolation=cv2.INTER_AREA)]
-        tiles += [cv2.cvtColor(cv2.resize(g, size, interpolation=cv2.INTER_AREA), cv2.COLOR_GRAY2BGR) for g in (pir, th)]
+        tiles += [cv2.cvtColor(cv2.resize(g, size, interpolation=cv2.INTER_AREA), cv2.COLOR_GRAY2BGR)
+                  for g in (pir, th)]
         rows.append(np.concatenate(tiles, 1))
     w = max(r.shape[1] for r in rows)
     img = np.concatenate([np.pad(r, ((0, 4), (0, w - r.shape[1]), (0, 0))) for r in rows], 0)
@@ -214,8 +215,8 @@ def main(argv=None):
         for k, v in losses.items():
             acc[k] = acc.get(k, 0.0) + v
         if step % args.log_every == 0:
-            print(f"step {step} {elapsed / 60:.1f}min " + " ".join(f"{k} {v / args.log_every:.4f}" for k, v in acc.items()),
-                  flush=True)
+            means = " ".join(f"{k} {v / args.log_every:.4f}" for k, v in acc.items())
+            print(f"step {step} {elapsed / 60:.1f}min {means}", flush=True)
             acc = {}
         if time.time() - t_ck > args.ckpt_minutes * 60:
             save()

@@ -20,6 +20,7 @@ published, these are our choices):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -125,8 +126,9 @@ class GanConfig:
 class V2IGAN(nn.Module):
     """Both generators and discriminators, their optimisers, and one training step."""
 
-    def __init__(self, cfg: GanConfig = GanConfig()):
+    def __init__(self, cfg: Optional[GanConfig] = None):
         super().__init__()
+        cfg = cfg if cfg is not None else GanConfig()  # a fresh one: GanConfig is mutable
         self.cfg = cfg
         self.g_vi = TranslationGenerator(in_ch=3, out_ch=1, width=cfg.width, n_res=cfg.n_res)
         self.g_iv = TranslationGenerator(in_ch=1, out_ch=3, width=cfg.width, n_res=cfg.n_res)

@@ -59,7 +59,7 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
         _check_encodings(reader, visible_topic, thermal_topic)
         bar = tqdm(total=reader.count([visible_topic, thermal_topic]), desc="calibrate", unit="msg",
                    disable=not progress)
-        for vmsg, tmsg, sv, st in _synchronized(reader, sync, stream_of, bar):
+        for vmsg, tmsg, sv, _st in _synchronized(reader, sync, stream_of, bar):
             counts["pairs"] += 1
             stamps.append(int(sv))
             if counts["matched"] >= max_candidates:

@@ -95,7 +95,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--compressed", action="store_true",
                    help="record sensor_msgs/CompressedImage on TOPIC/compressed as image_transport does: "
                    "JPEG visible, PNG thermal (16 bits kept)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality with --compressed (image_transport's default)")
+    p.add_argument("--jpeg-quality", type=int, default=95,
+                   help="JPEG quality with --compressed (image_transport's default)")
     p.add_argument("--gt-out", default=None, help="where to write the ground truth (default: OUT.gt_homography.json)")
     p.set_defaults(func=cmd_make_bag)
 
@@ -143,7 +144,7 @@ def cmd_bag_eval(args) -> int:
     with BagReader(args.bag) as reader:  # cheap checks before the model loads
         topics = reader.require_image_topics([args.visible_topic, args.thermal_topic])
         kinds = reader.topics()
-    for asked, used in zip((args.visible_topic, args.thermal_topic), topics):
+    for asked, used in zip((args.visible_topic, args.thermal_topic), topics, strict=True):
         note = "" if asked == used else f" (no {asked} in the bag)"
         print(f"reading {used} [{kinds[used][0]}]{note}")
     matcher, name = _matcher(args)

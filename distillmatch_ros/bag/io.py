@@ -57,8 +57,8 @@ class BagReader:
         try:  # rosbags checks the folder here already (FileNotFoundError about metadata.yaml, ...)
             self._reader = AnyReader([Path(self.path)], default_typestore=typestore())
         except (AnyReaderError, Exception) as e:  # noqa: BLE001 - several types for not-a-bag
-            raise BagError(f"{self.path} is not a ROS 2 bag ({str(e).rstrip('.')}). A bag is a folder with metadata.yaml "
-                           "and .db3/.mcap files, or a single .mcap file") from None
+            raise BagError(f"{self.path} is not a ROS 2 bag ({str(e).rstrip('.')}). A bag is a folder with "
+                           "metadata.yaml and .db3/.mcap files, or a single .mcap file") from None
 
     def __enter__(self) -> "BagReader":
         try:

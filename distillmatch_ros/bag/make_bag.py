@@ -2,8 +2,9 @@
 
 Why: bag replay must be testable (and demonstrable) without a robot. The recording mimics a
 real rig: each camera has its own rate, resolution, encoding (16-bit thermal counts included),
-transport (raw Image, or CompressedImage as image_transport records it) and stamps, and the thermal image is rendered through a rig homography, which is then the
-exact thermal -> visible ground truth of every pair in the bag.
+transport (raw Image, or CompressedImage as image_transport records it) and stamps, and the
+thermal image is rendered through a rig homography, which is then the exact thermal -> visible
+ground truth of every pair in the bag.
 
 Timeline: both cameras run at their own constant rates from time 0, the slower one offset by
 0.3 of a fast period (the cameras are not in lockstep). The slower camera shows scene k in its
@@ -214,9 +215,11 @@ def make_bag(out: str, pairs: Sequence[Pair], *, storage: str = "sqlite3", visib
                 rendered = {k: render_pair(pairs[k], visible_size, thermal_size, rig_H)}
             v, t = rendered[k]
             if cam == "visible":
-                arr, enc, topic, frame = encode_visible(v, visible_encoding), visible_encoding, visible_topic, "visible_optical"
+                arr, enc = encode_visible(v, visible_encoding), visible_encoding
+                topic, frame = visible_topic, "visible_optical"
             else:
-                arr, enc, topic, frame = encode_thermal(t, thermal_encoding), thermal_encoding, thermal_topic, "thermal_optical"
+                arr, enc = encode_thermal(t, thermal_encoding), thermal_encoding
+                topic, frame = thermal_topic, "thermal_optical"
             stamp = start_ns + offset
             if compressed:
                 fields = _compressed_fields(arr, enc, "png" if cam == "thermal" else "", jpeg_quality)

@@ -81,7 +81,7 @@ def build_summary(records: List[PairRecord], pairs_dropped: int, info: Dict,
                    "matched": r.matched, "corner_jitter_px": j,
                    "homography": None if r.homography is None else np.asarray(r.homography).tolist(),
                    "notes": r.notes}
-                  for r, j in zip(records, jitter)],
+                  for r, j in zip(records, jitter, strict=True)],
     }
     if gt_homography is not None:
         # Per pair, aligned with "pairs"; null where the matcher did not run (rig-mode hold) or
@@ -128,7 +128,10 @@ def write_plots(records: List[PairRecord], summary: Dict, report_dir: str) -> Li
     m = np.array([r.matched for r in records])
     ax.plot(t[m], [r.matches for r in records if r.matched], ".-", label="matches")
     ax.plot(t[m], [r.inliers for r in records if r.matched], ".-", label="inliers")
-    ax.set_xlabel("bag time [s]"); ax.set_ylabel("count"); ax.legend(); ax.grid(alpha=0.3)
+    ax.set_xlabel("bag time [s]")
+    ax.set_ylabel("count")
+    ax.legend()
+    ax.grid(alpha=0.3)
     ax.set_title("Matches and homography inliers per synchronized pair")
     written.append(_save(fig, report_dir, "matches_inliers.png"))
 
@@ -137,7 +140,9 @@ def write_plots(records: List[PairRecord], summary: Dict, report_dir: str) -> Li
     lat = summary["latency_ms"]
     ax.axvline(lat["p50"], color="k", ls="--", label=f"p50 {lat['p50']:.0f} ms")
     ax.axvline(lat["p95"], color="r", ls=":", label=f"p95 {lat['p95']:.0f} ms")
-    ax.set_xlabel("per-pair latency [ms]"); ax.set_ylabel("pairs"); ax.legend()
+    ax.set_xlabel("per-pair latency [ms]")
+    ax.set_ylabel("pairs")
+    ax.legend()
     written.append(_save(fig, report_dir, "latency_hist.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3))
@@ -149,8 +154,12 @@ def write_plots(records: List[PairRecord], summary: Dict, report_dir: str) -> Li
     if "published_error_px" in summary:
         ax.plot(t, [np.nan if e is None else e for e in summary["published_error_px"]], "-",
                 label="published (held) homography error [thermal px]")
-    ax.set_xlabel("bag time [s]"); ax.set_ylabel("px"); ax.set_yscale("symlog", linthresh=1.0)
-    ax.grid(alpha=0.3); ax.legend(fontsize=8); ax.set_title("Homography stability")
+    ax.set_xlabel("bag time [s]")
+    ax.set_ylabel("px")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Homography stability")
     written.append(_save(fig, report_dir, "homography_stability.png"))
     return written
 

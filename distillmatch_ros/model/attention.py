@@ -39,12 +39,12 @@ class AttentionLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """x: [B,L,C] queries; source: [B,S,C] keys/values."""
-        b, l, c = x.shape
+        b, n, c = x.shape
         h = self.heads
-        q = self.q(x).view(b, l, h, c // h)
+        q = self.q(x).view(b, n, h, c // h)
         k = self.k(source).view(b, source.shape[1], h, c // h)
         v = self.v(source).view(b, source.shape[1], h, c // h)
-        msg = self.norm1(self.merge(linear_attention(q, k, v).reshape(b, l, c)))
+        msg = self.norm1(self.merge(linear_attention(q, k, v).reshape(b, n, c)))
         msg = self.norm2(self.mlp(torch.cat([x, msg], dim=-1)))
         return x + msg
 

@@ -27,7 +27,8 @@ TINY: Dict[str, Any] = {
     "temperature": 0.1,           # dual-softmax temperature
     "fine_correlation": "cosine", # "window" stage only: "cosine" or "centred" (window mean removed first)
     "fine_expectation": "local",  # "local": soft-argmax around each window's argmax; "soft": whole window (biased)
-    "fine_stage": "window",       # "window": per-image features (shipped); "cross": windows attend to each other (cross_fine.py)
+    "fine_stage": "window",       # "window": per-image features (shipped); "cross": windows attend
+                                  # to each other (cross_fine.py)
     "cross_fine_dims": [32, 32],  # "cross" stage: fine feature / token width at 1/2 and 1/4
     "cross_fine_layers": 1,       # "cross" stage: attention layers per level (cross, optionally self first)
     "cross_fine_heads": 2,
