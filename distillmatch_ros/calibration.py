@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from .errors import DistillMatchError
+from .options import Option, defaults
 
 Size = Tuple[int, int]  # (width, height)
 
@@ -56,6 +57,14 @@ class FrameEvidence:
     thermal: Optional[np.ndarray] = None  # uint8 thermal (for the dense refinement), optional
     visible: Optional[np.ndarray] = None  # uint8 gray visible, optional
 
+
+#: Settings of a calibration run (``distillmatch calibrate``; the node's ~/calibrate parameters).
+OPTIONS: Tuple[Option, ...] = (
+    Option("frames", 20, "~/calibrate: verified pairs to pool", range=(2, 1000), ros_name="calibration_frames"),
+    Option("refine", True, "~/calibrate: dense refinement (about a second a frame, in a helper thread)",
+           ros_name="calibration_refine"),
+)
+DEFAULTS: Dict[str, Any] = defaults(OPTIONS)
 
 THUMB = (16, 12)
 GRID = (8, 6)

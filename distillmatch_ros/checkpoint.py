@@ -7,7 +7,6 @@ unusable (missing, truncated, not a checkpoint, wrong architecture) ends in one
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from pathlib import Path
@@ -74,11 +73,3 @@ def load_checkpoint(path: PathLike) -> Tuple[DistillMatch, Dict[str, Any]]:
         raise CheckpointError(f"{path}: weights do not match the architecture in its config: "
                               f"{' '.join(first)}") from exc
     return model.eval(), dict(obj.get("card", {}))
-
-
-def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

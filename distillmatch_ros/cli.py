@@ -1,5 +1,6 @@
-"""The ``distillmatch`` command: ``match`` (one pair) plus the recording-side subcommands
-(``bag-eval``, ``make-bag``, ``demo``) registered by :mod:`distillmatch_ros.bag.cli`.
+"""The ``distillmatch`` command: ``match`` (one pair), ``models``, plus the recording-side
+subcommands (``bag-eval``, ``calibrate``, ``make-bag``, ``demo``) registered by
+:mod:`distillmatch_ros.bag.cli`.
 
 Expected failures (unreadable image, bad model file, unusable backend) print one ``error:`` line
 and exit with status 2.
@@ -15,7 +16,9 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
+from .backends import BACKENDS
 from .errors import DistillMatchError
+from .fusion import FUSION_MODES
 
 
 def read_image(path: str, what: str) -> np.ndarray:
@@ -41,7 +44,10 @@ def cmd_match(args) -> int:
     th = read_image(args.thermal, "thermal")
     matcher = Matcher.from_pretrained(args.model, backend=args.backend, device=args.device)
     if args.threshold is not None:
-        matcher.set_options(match_threshold=args.threshold)
+        try:
+            matcher.set_options(match_threshold=args.threshold)
+        except ValueError as exc:
+            raise DistillMatchError(f"--threshold: {exc}") from None
     r = matcher.match(vis, th)
     out = {
         "visible": args.visible, "thermal": args.thermal, "backend": matcher.backend,
@@ -80,12 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("thermal")
     p.add_argument("--out", required=True, help="result JSON")
     p.add_argument("--fused", default=None, help="write the fused image (PNG/JPEG)")
-    p.add_argument("--fusion-mode", default="alpha", choices=["alpha", "structure"])
+    p.add_argument("--fusion-mode", default=FUSION_MODES[0], choices=FUSION_MODES)
     p.add_argument("--viz", default=None, help="write a side-by-side match picture")
     p.add_argument("--model", default=None, help="checkpoint file or shipped model name")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
     p.add_argument("--device", default=None)
-    p.add_argument("--threshold", type=float, default=None, help="match confidence threshold")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="match confidence threshold in [0, 1] (default: the model's own)")
     p.set_defaults(func=cmd_match)
     p = sub.add_parser("models", help="list where shipped models are looked for and what was found",
                        description="Print the model search order (see distillmatch_ros/model_files.py) "
@@ -95,8 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def run(args) -> int:
+    """Call a parsed subcommand, turning the package's expected errors into one clear line."""
+    try:
+        return args.func(args)
+    except DistillMatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    from .bag.cli import run
     return run(build_parser().parse_args(argv))
 
 

@@ -16,9 +16,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .pipeline import ALIGNMENT_STATES, THERMAL_STATES
+from .sync import stamp_to_ns
+
 MSG_TYPE = "distillmatch_msgs/msg/Correspondences"
-ALIGNMENT_CODES = {"unaligned": 0, "aligned": 1, "drift_suspected": 2}
-THERMAL_CODES = {"ok": 0, "constant": 1, "frozen": 2}
+# A state's code is its index in the pipeline's list (the .msg's constants; a test reads both).
+ALIGNMENT_CODES = {state: code for code, state in enumerate(ALIGNMENT_STATES)}
+THERMAL_CODES = {state: code for code, state in enumerate(THERMAL_STATES)}
 
 
 def _candidates() -> List[Path]:
@@ -47,7 +51,7 @@ def register_rosbags(typestore: Any) -> Any:
     return typestore
 
 
-def correspondence_fields(out: Any, backend: str = "", numpy_arrays: bool = False) -> Dict[str, Any]:
+def correspondence_fields(out: Any, numpy_arrays: bool = False) -> Dict[str, Any]:
     """Message fields (all but header / thermal stamp / frame ids) of a pipeline PairOutput."""
     r = out.result
     n = len(r) if out.matched else 0
@@ -74,7 +78,7 @@ def correspondence_fields(out: Any, backend: str = "", numpy_arrays: bool = Fals
                 drift_px=float("nan") if out.drift_px is None else float(out.drift_px),
                 calibrated=bool(getattr(out, "calibrated", False)),
                 alignment_state=ALIGNMENT_CODES[out.alignment],
-                thermal_state=THERMAL_CODES[out.thermal_state], backend=str(backend),
+                thermal_state=THERMAL_CODES[out.thermal_state], backend=str(out.backend),
                 latency_ms=float(out.latency_ms))
 
 
@@ -83,17 +87,21 @@ def decode(msg: Any) -> Dict[str, Any]:
     vis = np.asarray(msg.visible_points, np.float32).reshape(-1, 2)
     H: Optional[np.ndarray] = np.asarray(msg.homography, np.float64).reshape(3, 3) \
         if msg.homography_valid else None
-    return {"stamp_ns": int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec),
+    return {"stamp_ns": stamp_to_ns(msg.header.stamp),
             "frame_id": msg.header.frame_id,
             "visible_points": vis, "thermal_points": np.asarray(msg.thermal_points, np.float32).reshape(-1, 2),
             "scores": np.asarray(msg.scores, np.float32), "inliers": np.asarray(msg.inliers, np.uint8) > 0,
             "homography": H, "num_inliers": int(msg.num_inliers), "matched": bool(msg.matched),
             "visible_size": (int(msg.visible_width), int(msg.visible_height)),
             "thermal_size": (int(msg.thermal_width), int(msg.thermal_height)),
-            "alignment": {v: k for k, v in ALIGNMENT_CODES.items()}.get(int(msg.alignment_state), "unknown"),
-            "thermal_state": {v: k for k, v in THERMAL_CODES.items()}.get(int(msg.thermal_state), "unknown"),
+            "alignment": _state(ALIGNMENT_STATES, msg.alignment_state),
+            "thermal_state": _state(THERMAL_STATES, msg.thermal_state),
             "backend": msg.backend, "latency_ms": float(msg.latency_ms),
             "alignment_confidence": float(getattr(msg, "alignment_confidence", 0.0)),
             "verification": str(getattr(msg, "verification", "")),
             "drift_px": float(getattr(msg, "drift_px", float("nan"))),
             "calibrated": bool(getattr(msg, "calibrated", False))}
+
+
+def _state(states, code: int) -> str:
+    return states[int(code)] if 0 <= int(code) < len(states) else "unknown"

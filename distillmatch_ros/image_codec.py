@@ -129,6 +129,28 @@ def thermal_to_numpy(msg: Any) -> np.ndarray:
     return image_to_numpy(msg, THERMAL_ENCODINGS)
 
 
+class ImageRejected(InputError):
+    """One camera's image of a pair could not be decoded; ``stream`` says which."""
+
+    def __init__(self, stream: str, reason: InputError):
+        super().__init__(f"{stream} image rejected: {reason}")
+        self.stream = stream
+
+
+def decode_pair(visible_msg: Any, thermal_msg: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """The (visible, thermal) images of a synchronized pair of Image or CompressedImage
+    messages, as the matcher takes them; the node and bag-eval both decode through here.
+    Raises :class:`ImageRejected`."""
+    images = []
+    for stream, decode, msg in (("visible", visible_to_numpy, visible_msg),
+                                ("thermal", thermal_to_numpy, thermal_msg)):
+        try:
+            images.append(decode(msg))
+        except InputError as exc:
+            raise ImageRejected(stream, exc) from exc
+    return images[0], images[1]
+
+
 def numpy_to_image_fields(image: np.ndarray, encoding: str, bigendian: bool = False,
                           numpy_data: bool = False) -> Dict[str, Any]:
     """Fields of an Image message (without header) for ``image`` in ``encoding``.

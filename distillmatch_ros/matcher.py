@@ -13,23 +13,28 @@ from . import model_files, verification
 from .backends import make_backend
 from .checkpoint import load_checkpoint
 from .errors import InputError
+from .options import Option, by_name, check_all, defaults
 from .preprocess import check_visible, normalize_thermal
 from .result import MatchResult
 
 DEFAULT_MODEL = model_files.MATCHER
 
-# Options changeable at run time (the node exposes them as ROS parameters).
-DEFAULT_OPTIONS: Dict[str, Any] = {
-    "match_threshold": None,    # dual-softmax confidence; None = the checkpoint's own default
-    "ransac_threshold": 3.0,    # MAGSAC inlier threshold, visible pixels
-    "ransac_confidence": 0.999,
-    "ransac_max_iters": 2000,
-    "thermal_low_pct": 1.0,     # robust 16-bit/float thermal normalisation
-    "thermal_high_pct": 99.0,
-    "thermal_clahe": False,
-    "thermal_min_span": 0.0,    # narrowest raw range stretched to 8 bits; 0 = per dtype (preprocess.MIN_SPAN)
-    **verification.DEFAULTS,    # structure check and homography verification (verification.py)
-}
+#: Settings changeable at run time (the node exposes each as a ROS parameter of the same name).
+OPTIONS: Tuple[Option, ...] = (
+    Option("match_threshold", None, "Match confidence threshold (dual softmax); unset = the checkpoint's own "
+           "(0.1 for the shipped model)", range=(0.0, 1.0), kind=float),
+    Option("ransac_threshold", 3.0, "Homography inlier threshold (USAC MAGSAC) [visible px]", range=(0.1, 100.0)),
+    Option("ransac_confidence", 0.999, "Homography fit: RANSAC confidence", range=(0.0, 1.0)),
+    Option("ransac_max_iters", 2000, "Homography fit: most RANSAC iterations", range=(1, 1000000)),
+    Option("thermal_low_pct", 1.0, "Thermal normalisation: low percentile", range=(0.0, 50.0)),
+    Option("thermal_high_pct", 99.0, "Thermal normalisation: high percentile", range=(50.0, 100.0)),
+    Option("thermal_clahe", False, "Thermal normalisation: apply CLAHE"),
+    Option("thermal_min_span", 0.0, "Thermal normalisation: narrowest raw range stretched to 8 bits "
+           "(0 = 64 counts for 16-bit, 0.5 for float), so flat-field frames stay flat", range=(0.0, 1e6)),
+    *verification.OPTIONS,
+)
+OPTION_SPECS: Dict[str, Option] = by_name(OPTIONS)
+DEFAULT_OPTIONS: Dict[str, Any] = defaults(OPTIONS)
 
 
 def model_search_path() -> list:
@@ -84,19 +89,22 @@ class Matcher:
         """Load a shipped model by name (default ``distillmatch_tiny``) or a checkpoint path."""
         return cls(resolve_model(name), backend=backend, device=device, **options)
 
+    def checked_options(self, **options: Any) -> Dict[str, Any]:
+        """All options after applying ``options``, validated but not applied (so a caller that
+        changes several owners at once can refuse the whole change). Raises ValueError."""
+        merged = dict(self.options, **check_all(OPTION_SPECS, options, "matcher options"))
+        if merged["match_threshold"] is None:
+            merged["match_threshold"] = OPTION_SPECS["match_threshold"].check(
+                float(self.model.config["match_threshold"]))
+        if merged["thermal_low_pct"] >= merged["thermal_high_pct"]:
+            raise ValueError(f"thermal_low_pct ({merged['thermal_low_pct']}) must be below thermal_high_pct "
+                             f"({merged['thermal_high_pct']})")
+        return merged
+
     def set_options(self, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown matcher options {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
-        self.options.update(options)
-        if self.options["match_threshold"] is None:
-            self.options["match_threshold"] = float(self.model.config["match_threshold"])
-        if not 0.0 <= float(self.options["match_threshold"]) <= 1.0:
-            raise ValueError("match_threshold must be in [0, 1]")
-        span = self.options["thermal_min_span"]
-        if isinstance(span, bool) or not isinstance(span, (int, float)) or not 0 <= span < float("inf"):
-            raise ValueError(f"thermal_min_span must be a number >= 0, got {span!r}")
-        verification.check_options(self.options)
+        """Change options (names and values as in :data:`OPTIONS`); raises ValueError and changes
+        nothing when one is unknown or out of range."""
+        self.options = self.checked_options(**options)
 
     def prepare(self, visible: np.ndarray, thermal: np.ndarray):
         """Validate, convert to gray uint8 and resize both images to the working size."""
@@ -186,4 +194,4 @@ def scale_points(pts: np.ndarray, working_wh: Tuple[int, int], image_shape) -> n
     return out
 
 
-__all__ = ["Matcher", "MatchResult", "InputError", "resolve_model", "scale_points"]
+__all__ = ["Matcher", "MatchResult", "InputError", "OPTIONS", "resolve_model", "scale_points"]

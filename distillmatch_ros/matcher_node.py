@@ -37,36 +37,21 @@ from std_srvs.srv import Trigger
 from . import node_params as np_
 from .calibration import CalibrationError, load_calibration, save_calibration
 from .errors import BackendUnavailable, CheckpointError, InputError
-from .image_codec import (
-    THERMAL_ENCODINGS,
-    VISIBLE_ENCODINGS,
-    check_message,
-    fill_image_msg,
-    thermal_to_numpy,
-    visible_to_numpy,
-)
+from .image_codec import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, ImageRejected, check_message, decode_pair, fill_image_msg
+from .options import Option
 from .pipeline import LatencyStats, PairPipeline, PipelineConfig
 from .sync import ApproximateTimeSynchronizer, header_stamp_ns
 
 STREAMS = ("visible", "thermal")
 _ALLOWED = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)
-_DECODE = (visible_to_numpy, thermal_to_numpy)
 
 
 class StartupError(RuntimeError):
     """The node cannot start (model missing, backend unusable, interface package missing)."""
 
 
-class _RejectedImage(InputError):
-    """A camera's message could not be decoded in the worker (e.g. a corrupt JPEG payload)."""
-
-    def __init__(self, stream: int, reason: InputError):
-        super().__init__(f"{STREAMS[stream]} image rejected: {reason}")
-        self.stream = stream
-
-
-def _descriptor(spec: np_.ParamSpec) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=spec.description, read_only=not spec.dynamic)
+def _descriptor(spec: Option) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.doc, read_only=not spec.dynamic)
     if spec.choices:
         d.additional_constraints = "one of: " + ", ".join(spec.choices)
     if spec.range is not None and isinstance(spec.default, float):
@@ -96,7 +81,7 @@ class MatcherNode(Node):
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         p = {name: self.get_parameter(name).value for name in [*np_.SPECS, *np_.DEPRECATED_SPECS]}
         for spec in np_.PARAMS + np_.DEPRECATED:  # choices are not enforced by descriptors
-            problem = np_.check_value(spec, p[spec.name])
+            problem = spec.problem(p[spec.name], strict=True)
             if problem:
                 raise StartupError(f"bad parameter: {problem}")
         self._Correspondences = _import_correspondences()
@@ -108,13 +93,12 @@ class MatcherNode(Node):
                 raise StartupError(f"{exc} (parameter 'rig_calibration_file')") from exc
         self.matcher = self._load_matcher(p)
         self._warm_up()
-        self.pipeline = PairPipeline(self.matcher, PipelineConfig(
-            **{field: p[name] for name, field in np_.PIPELINE_OPTIONS.items()}))
+        self.pipeline = PairPipeline(self.matcher, PipelineConfig(**np_.owned_by("pipeline", p)))
         self._calibration_file = p["rig_calibration_file"]
         self._cal_params = {k: p[k] for k in ("calibration_frames", "calibration_output", "calibration_refine")}
         if calibration is not None:
             self.pipeline.set_calibration(calibration)
-        self.sync = ApproximateTimeSynchronizer(p["queue_size"], p["slop"], streams=STREAMS)
+        self.sync = ApproximateTimeSynchronizer(**np_.owned_by("sync", p), streams=STREAMS)
         self.sync.register_callback(self._on_pair)
         self._sync_warn_after = float(p["sync_warn_after"])
 
@@ -207,7 +191,7 @@ class MatcherNode(Node):
             import torch
             torch.set_num_threads(int(p["num_threads"]))
         from .matcher import Matcher
-        options = {k: p[k] for k in np_.MATCHER_OPTIONS}
+        options = np_.owned_by("matcher", p)
         model, backend, device = p["model"], p["backend"], p["device"] or None
         try:
             return Matcher.from_pretrained(model or None, backend=backend, device=device, **options)
@@ -261,36 +245,29 @@ class MatcherNode(Node):
         self.get_logger().warning(text, throttle_duration_sec=1.0)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Validate and apply run-time changes; reject the whole set if one value is bad."""
+        """Route run-time changes to the settings' owners (Matcher, pipeline, synchronizer, this
+        node), which validate them; one bad value refuses the whole set, nothing applied."""
         changes = {}
         for param in params:
             spec = np_.SPECS.get(param.name)
             if spec is None:
                 continue  # e.g. use_sim_time: rclpy handles it
-            problem = np_.check_value(spec, param.value)
+            problem = spec.problem(param.value, strict=True)  # ROS types, before any owner sees it
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-            value = float(param.value) if isinstance(spec.default, float) else param.value
-            changes[param.name] = value
+            changes[param.name] = spec.check(param.value, strict=True)
+        pipe, opts = np_.owned_by("pipeline", changes), np_.owned_by("matcher", changes)
         try:
-            pipe = {field: changes[n] for n, field in np_.PIPELINE_OPTIONS.items() if n in changes}
-            PipelineConfig(**{**vars(self.pipeline.config), **pipe}).validated()
-            if "thermal_low_pct" in changes or "thermal_high_pct" in changes:
-                lo = changes.get("thermal_low_pct", self.matcher.options["thermal_low_pct"])
-                hi = changes.get("thermal_high_pct", self.matcher.options["thermal_high_pct"])
-                if lo >= hi:
-                    raise ValueError("thermal_low_pct must be below thermal_high_pct")
-            if pipe:
-                self.pipeline.configure(**pipe)
-            opts = {k: changes[k] for k in np_.MATCHER_OPTIONS if k in changes}
-            if opts:
-                self.matcher.set_options(**opts)
+            self.pipeline.config.changed(**pipe)
+            self.matcher.checked_options(**opts)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        if "queue_size" in changes:
-            self.sync.queue_size = changes["queue_size"]
-        if "slop" in changes:
-            self.sync.slop = changes["slop"]
+        if pipe:
+            self.pipeline.configure(**pipe)
+        if opts:
+            self.matcher.set_options(**opts)
+        for name, value in np_.owned_by("sync", changes).items():
+            setattr(self.sync, name, value)
         if "sync_warn_after" in changes:
             self._sync_warn_after = changes["sync_warn_after"]
         for k in self._cal_params:
@@ -350,8 +327,8 @@ class MatcherNode(Node):
             try:
                 self._process(visible, thermal)
                 ok = True
-            except _RejectedImage as exc:
-                self._report_error(str(exc), exc.stream)
+            except ImageRejected as exc:
+                self._report_error(str(exc), STREAMS.index(exc.stream))
                 ok = False
             except InputError as exc:
                 self._report_error(f"pair rejected: {exc}")
@@ -367,16 +344,9 @@ class MatcherNode(Node):
             if ok:
                 self._node_latency.add((time.perf_counter() - t0) * 1e3)
 
-    @staticmethod
-    def _decode(i: int, msg: Any):
-        try:
-            return _DECODE[i](msg)
-        except InputError as exc:
-            raise _RejectedImage(i, exc) from exc
-
     def _process(self, visible: Any, thermal: Any) -> None:
         """Correspondences first (what fusion stacks wait for), then the images."""
-        vis_img, th_img = (self._decode(i, m) for i, m in enumerate((visible, thermal)))
+        vis_img, th_img = decode_pair(visible, thermal)
         out = self.pipeline.step(vis_img, th_img, header_stamp_ns(visible))
         for e in out.events + (out.background.events if out.background is not None else []):
             self._events[e] += 1
@@ -412,7 +382,7 @@ class MatcherNode(Node):
     def _publish_correspondences(self, out, visible_header, thermal_header) -> None:
         from .correspondences import correspondence_fields
         msg = self._Correspondences()
-        for k, v in correspondence_fields(out, backend=self.matcher.backend).items():
+        for k, v in correspondence_fields(out).items():
             setattr(msg, k, v)
         msg.header = visible_header
         msg.thermal_stamp = thermal_header.stamp
@@ -498,11 +468,6 @@ class MatcherNode(Node):
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [inp, proc]
         self._pub_diag.publish(arr)
-
-    def counts(self) -> Dict[str, int]:
-        """Pair counters (received = processed + dropped + waiting + in progress)."""
-        with self._lock:
-            return dict(self.pairs, waiting=int(self._mailbox is not None), in_progress=int(self._busy))
 
     def stop(self) -> None:
         """Stop the worker thread (waits for the pair in progress)."""

@@ -1,7 +1,8 @@
 """What the node does with one synchronized visible/thermal pair, as plain Python over Matcher.
 
 The ROS node and bag evaluation both run :class:`PairPipeline`, so a bag replay exercises the
-node's exact code path. Per pair it:
+node's exact code path. It works on decoded images (numpy arrays): both decode messages with
+:func:`~distillmatch_ros.image_codec.decode_pair`. Per pair it:
 
 1. checks the thermal frame for camera realities (:class:`ThermalMonitor`): constant frames
    and frozen (repeated) frames during flat-field correction, and gain changes;
@@ -34,50 +35,72 @@ import cv2
 import numpy as np
 
 from . import calibration as calib
+from . import fusion
 from .errors import InputError
+from .fusion import FUSION_MODES
+from .options import Option, dataclass_options, setting
 from .result import MatchResult
 
+# The states a pair can be in; a state's index is its code in Correspondences.msg
+# (ALIGNMENT_* and THERMAL_* constants, checked against the .msg file by the tests).
 ALIGNMENT_STATES = ("unaligned", "aligned", "drift_suspected")
 THERMAL_STATES = ("ok", "constant", "frozen")
-FUSION_MODES = ("alpha", "structure")
 
 
 @dataclass
 class PipelineConfig:
-    """Per-pair processing settings; all may change while running (see :meth:`PairPipeline.configure`)."""
+    """Per-pair processing settings; all may change while running (see :meth:`PairPipeline.configure`).
 
-    rig_mode: bool = True  # hold one homography (calibration or pooled evidence), re-match at match_rate_hz
-    match_rate_hz: float = 2.0  # re-match rate in rig mode (stamp time); 0 = every pair
-    min_inliers: int = 12  # fewer RANSAC inliers than this: the estimate is not trusted
-    drift_threshold_px: float = 8.0  # a match is explained by the held H within this error
-    drift_min_explained: float = 0.5  # below this fraction of explained inliers: drift
-    drift_confirmations: int = 2  # consecutive drift detections before re-estimating
-    homography_smoothing: float = 0.3  # unused since rig mode pools evidence (kept for old configs)
-    rig_pool_frames: int = 30  # rig mode: distinct frames whose verified inliers are pooled
-    background_matching: bool = False  # rig mode: re-match in a helper thread, fuse every pair meanwhile
-    fuse: bool = True  # produce the fused image
-    fusion_mode: str = "alpha"  # "alpha" (colour-mapped blend) or "structure"
-    fusion_alpha: float = 0.5  # thermal weight in the fused image
-    draw_matches: bool = False  # produce a match visualisation on matched pairs
-    thermal_constant_rel_std: float = 0.05  # constant: std below this x the usual std
-    thermal_frozen_frames: int = 2  # identical consecutive frames before "frozen"
-    gain_change_threshold: float = 0.25  # relative jump of median/range between frames
+    Each field is declared once with its range and doc (:func:`~distillmatch_ros.options.setting`);
+    the node's parameters of the same names (or ``ros_name``) are derived from them."""
+
+    rig_mode: bool = setting(True, "Hold one homography (calibration or pooled evidence), re-match at "
+                             "match_rate_hz")
+    match_rate_hz: float = setting(2.0, "Re-match rate in rig mode (stamp time); 0 = every pair",
+                                   range=(0.0, 1000.0))
+    min_inliers: int = setting(12, "Fewest inliers for a trusted homography", range=(4, 100000))
+    drift_threshold_px: float = setting(8.0, "Rig mode: a match is explained by the held homography within "
+                                        "this error [px]", range=(0.1, 10000.0))
+    drift_min_explained: float = setting(0.5, "Rig mode: drift when fewer inliers than this fraction are "
+                                         "explained", range=(0.0, 1.0))
+    drift_confirmations: int = setting(2, "Rig mode: consecutive drift detections before re-estimating",
+                                       range=(1, 100))
+    homography_smoothing: float = setting(0.3, "Unused: rig mode now fits pooled evidence (kept so old "
+                                          "parameter files load)", range=(0.0, 1.0))
+    rig_pool_frames: int = setting(30, "Rig mode without a calibration: distinct verified frames pooled into "
+                                   "the held homography", range=(1, 1000))
+    background_matching: bool = setting(False, "Rig mode: re-match in a helper thread so every pair is fused "
+                                        "at camera rate with the held homography")
+    fuse: bool = setting(True, "Produce the fused image (the node publishes it on fused/image)",
+                         ros_name="publish_fused")
+    fusion_mode: str = setting("alpha", "Fusion: alpha (colour-mapped blend) or structure (visible detail "
+                               "over thermal base)", choices=FUSION_MODES)
+    fusion_alpha: float = setting(0.5, "Fusion: thermal weight", range=(0.0, 1.0))
+    draw_matches: bool = setting(False, "Draw the matches of matched pairs (the node publishes it on "
+                                 "matches/image)", ros_name="publish_matches_image")
+    thermal_constant_rel_std: float = setting(0.05, "Thermal check: a frame is constant below this x the "
+                                              "usual std", range=(0.0, 1.0))
+    thermal_frozen_frames: int = setting(2, "Thermal check: identical consecutive frames before frozen",
+                                         range=(1, 1000))
+    gain_change_threshold: float = setting(0.25, "Thermal check: relative jump of median or range between "
+                                           "frames reported as a gain change", range=(0.0, 100.0))
+
+    @classmethod
+    def options(cls) -> Tuple[Option, ...]:
+        return dataclass_options(cls)
+
+    def changed(self, **changes: Any) -> "PipelineConfig":
+        """A validated copy with ``changes``; raises ValueError on an unknown name or a bad value."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown pipeline settings: {sorted(unknown)}")
+        return replace(self, **changes).validated()
 
     def validated(self) -> "PipelineConfig":
-        """Return self after checking ranges; raises ValueError naming the bad setting."""
-        if self.fusion_mode not in FUSION_MODES:
-            raise ValueError(f"fusion_mode must be one of {FUSION_MODES}, got {self.fusion_mode!r}")
-        for name, lo, hi in (("fusion_alpha", 0, 1), ("homography_smoothing", 0, 1),
-                             ("drift_min_explained", 0, 1), ("match_rate_hz", 0, 1000),
-                             ("drift_threshold_px", 0, 1e4), ("thermal_constant_rel_std", 0, 1),
-                             ("gain_change_threshold", 0, 100)):
-            v = getattr(self, name)
-            if not lo <= v <= hi:
-                raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-        for name, lo in (("min_inliers", 4), ("drift_confirmations", 1), ("thermal_frozen_frames", 1),
-                         ("rig_pool_frames", 1)):
-            if int(getattr(self, name)) < lo:
-                raise ValueError(f"{name} must be >= {lo}, got {getattr(self, name)}")
+        """Return self (values converted to their types) after checking every setting; raises
+        ValueError naming the bad one."""
+        for opt in self.options():
+            setattr(self, opt.name, opt.check(getattr(self, opt.name)))
         return self
 
 
@@ -101,6 +124,7 @@ class PairOutput:
     confidence: float = 0.0  # alignment confidence of ``homography`` in [0, 1]
     drift_px: Optional[float] = None  # rig mode: median distance of this match's inliers from the held H
     calibrated: bool = False  # ``homography`` is a rig calibration
+    backend: str = ""  # inference backend of the matcher that produced ``result``
     background: Optional["PairOutput"] = None  # an earlier pair whose background match finished now
 
 
@@ -109,11 +133,9 @@ class LatencyStats:
 
     def __init__(self, window: int = 1000):
         self._values: Deque[float] = deque(maxlen=window)
-        self.count = 0
 
     def add(self, ms: float) -> None:
         self._values.append(float(ms))
-        self.count += 1
 
     def summary(self) -> Dict[str, float]:
         """p50 / p95 / max over the window, in ms (NaN when empty)."""
@@ -206,6 +228,7 @@ class PairPipeline:
 
     def __init__(self, matcher: Any, config: Optional[PipelineConfig] = None):
         self.matcher = matcher
+        self.backend = str(getattr(matcher, "backend", ""))  # reported with every output
         self.config = (config or PipelineConfig()).validated()
         self.thermal = ThermalMonitor(self.config)
         self.latency = LatencyStats()
@@ -230,11 +253,7 @@ class PairPipeline:
 
     def configure(self, **changes: Any) -> None:
         """Change settings at run time; unknown names or bad values raise ValueError."""
-        known = {f.name for f in fields(PipelineConfig)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown pipeline settings: {sorted(unknown)}")
-        new = replace(self.config, **changes).validated()
+        new = self.config.changed(**changes)
         if new.rig_mode != self.config.rig_mode:
             self.reset_alignment()
         self.pool.max_frames = new.rig_pool_frames
@@ -283,21 +302,6 @@ class PairPipeline:
         return self.session
 
     # -- per pair -----------------------------------------------------------------------
-    def process_messages(self, visible_msg: Any, thermal_msg: Any, render: bool = True) -> PairOutput:
-        """Decode two Image messages (rclpy or rosbags) and process them; stamp from the visible."""
-        from .image_codec import thermal_to_numpy, visible_to_numpy
-        from .sync import header_stamp_ns
-        try:
-            visible = visible_to_numpy(visible_msg)
-            thermal = thermal_to_numpy(thermal_msg)
-        except InputError:
-            self.counters["input_errors"] += 1
-            raise
-        out = self.step(visible, thermal, header_stamp_ns(visible_msg))
-        if render:
-            self.render(out, visible, thermal)
-        return out
-
     def process(self, visible: np.ndarray, thermal: np.ndarray, stamp_ns: int) -> PairOutput:
         """:meth:`step` then :meth:`render`: match (when due), update the alignment, fuse."""
         out = self.step(visible, thermal, stamp_ns)
@@ -361,7 +365,8 @@ class PairPipeline:
                          visible_size=vsize, thermal_size=tsize, events=events,
                          confidence=self.held_confidence if H is not None else 0.0,
                          drift_px=self.drift_px if matched else None,
-                         calibrated=self.calibration is not None and H is not None and self.config.rig_mode)
+                         calibrated=self.calibration is not None and H is not None and self.config.rig_mode,
+                         backend=self.backend)
         out.background = background
         for e in events:
             self.counters["event_" + e] += 1
@@ -374,12 +379,10 @@ class PairPipeline:
         cfg = self.config
         t0 = time.perf_counter()
         if cfg.fuse:
-            from . import fusion
             H = out.homography if out.homography is not None else scale_homography(out.thermal_size,
                                                                                     out.visible_size)
             out.fused = fusion.fuse(visible, thermal, H, mode=cfg.fusion_mode, alpha=cfg.fusion_alpha)
         if cfg.draw_matches and out.matched:
-            from . import fusion
             out.matches_image = fusion.draw_matches(visible, thermal, out.result)
         self.render_latency.add((time.perf_counter() - t0) * 1e3)
         return out
@@ -449,7 +452,7 @@ class PairPipeline:
                           num_inliers=self.held_inliers if H is not None else 0, alignment=self.alignment,
                           thermal_state="ok", visible_size=vsize, thermal_size=tsize, events=ev_events,
                           confidence=self.held_confidence if H is not None else 0.0, drift_px=self.drift_px,
-                          calibrated=self.calibration is not None and H is not None)
+                          calibrated=self.calibration is not None and H is not None, backend=self.backend)
 
     def close(self, timeout: float = 30.0) -> None:
         """Wait for a background match and a calibration fit still running (clean shutdown:

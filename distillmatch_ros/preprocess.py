@@ -76,12 +76,6 @@ def normalize_thermal(thermal: np.ndarray, low_pct: float = 1.0, high_pct: float
     return out
 
 
-def is_constant(image: np.ndarray, tol: float = 1.0) -> bool:
-    """True when an image carries no structure (e.g. a thermal flat-field-correction frame)."""
-    small = image[::4, ::4]
-    return float(small.std()) < tol
-
-
 def _check_size(image: np.ndarray, name: str) -> None:
     h, w = image.shape[:2]
     if h < 16 or w < 16:

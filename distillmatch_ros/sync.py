@@ -1,7 +1,7 @@
 """Approximate-time pairing of two camera streams (plain Python, no rclpy).
 
-Written here because ``message_filters`` cannot be installed from the registries this package
-is built from (see docs/DESIGN.md section 3). Semantics follow message_filters' ApproximateTime
+Written here because ``message_filters`` is not published as a PyPI wheel, and the node must
+run from the ROS 2 PyPI wheels (README: installation). Semantics follow message_filters' ApproximateTime
 policy, specialised to two streams:
 
 * each stream has a queue of at most ``queue_size`` messages (the oldest is dropped first);
@@ -27,6 +27,16 @@ import threading
 from collections import Counter, deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
+from .options import Option, by_name, defaults
+
+#: The pairing settings (the node's parameters of the same names; bag-eval's --queue-size, --slop).
+OPTIONS: Tuple[Option, ...] = (
+    Option("queue_size", 10, "Approximate-time sync: messages kept per camera", range=(1, 100)),
+    Option("slop", 0.025, "Approximate-time sync: largest stamp difference in a pair [s]", range=(0.0, 1.0)),
+)
+DEFAULTS: Dict[str, Any] = defaults(OPTIONS)
+_SPECS = by_name(OPTIONS)
+
 #: reasons a message is dropped
 DROP_REASONS = ("unmatched", "superseded", "queue_overflow", "out_of_order", "reset")
 
@@ -50,7 +60,7 @@ class ApproximateTimeSynchronizer:
     registered with :meth:`register_callback` as ``cb(msg_0, msg_1)``.
     """
 
-    def __init__(self, queue_size: int = 10, slop: float = 0.05,
+    def __init__(self, queue_size: int = DEFAULTS["queue_size"], slop: float = DEFAULTS["slop"],
                  streams: Sequence[str] = ("visible", "thermal"), reset_after: float = 1.0,
                  adaptive_bound: bool = True):
         if len(streams) != 2:
@@ -69,7 +79,6 @@ class ApproximateTimeSynchronizer:
         self.received = [0, 0]
         self.paired = 0
         self.dropped: Tuple[Counter, Counter] = (Counter(), Counter())
-        self.last_pair_offset_ns: Optional[int] = None
 
     # -- configuration (may change at run time) -------------------------------------------
     @property
@@ -78,9 +87,7 @@ class ApproximateTimeSynchronizer:
 
     @queue_size.setter
     def queue_size(self, value: int) -> None:
-        if int(value) < 1:
-            raise ValueError("queue_size must be >= 1")
-        self._queue_size = int(value)
+        self._queue_size = _SPECS["queue_size"].check(value)
 
     @property
     def slop(self) -> float:
@@ -88,8 +95,7 @@ class ApproximateTimeSynchronizer:
 
     @slop.setter
     def slop(self, value: float) -> None:
-        if not value >= 0.0:
-            raise ValueError("slop must be >= 0 seconds")
+        _SPECS["slop"].check(value)
         self._slop_ns = int(round(float(value) * 1e9))
 
     def set_inter_message_lower_bound(self, stream: Any, seconds: float) -> None:
@@ -181,7 +187,6 @@ class ApproximateTimeSynchronizer:
             s0, m0 = qs[0].popleft()
             s1, m1 = qs[1].popleft()
             self.paired += 1
-            self.last_pair_offset_ns = s1 - s0
             pairs.append((m0, m1, s0, s1))
         return pairs
 

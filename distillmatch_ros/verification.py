@@ -19,8 +19,8 @@ Two stages:
   geometry (scale and rotation against the nominal stretch between the two images, anisotropy,
   a fold-free corner quadrilateral, overlap with the visible image).
 
-Every threshold is a :class:`~distillmatch_ros.Matcher` option (``DEFAULTS`` below), checked by
-:func:`check_options`, and calibrated by ``benchmarks/verification_operating_point.py``, which
+Every threshold is a :class:`~distillmatch_ros.Matcher` option (``OPTIONS`` below), checked by
+the Matcher, and calibrated by ``benchmarks/verification_operating_point.py``, which
 must be re-run whenever the model changes.
 """
 from __future__ import annotations
@@ -32,45 +32,30 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-#: Verification options with their defaults (merged into Matcher's options).
-DEFAULTS: Dict[str, Any] = {
-    "verify": True,                  # False: return MAGSAC's homography unchecked (old behaviour)
-    "structure_cell": 8,             # structure is measured in cells of this size (working px)
-    "structure_min_std": 3.0,        # a cell is textured when its grey-level std reaches this
-    "min_structure": 0.05,           # fewer textured cells than this fraction: no structure
-    "verify_min_inliers": 30,        # fewest MAGSAC inliers
-    "verify_min_inlier_ratio": 0.10,  # inliers / matches
-    "verify_min_spread": 0.05,       # convex-hull area of the thermal inliers / thermal image area
-    "verify_min_score": 0.0,         # median score of the inliers
-    "verify_scale_range": 2.0,       # scale at the centre within [1/r, r] x the nominal stretch
-    "verify_max_rotation_deg": 30.0,  # rotation at the centre
-    "verify_max_anisotropy": 1.6,    # ratio of the singular values (after the nominal stretch)
-    "verify_min_overlap": 0.2,       # fraction of the mapped thermal image inside the visible one
-}
+from .options import Option, defaults
 
-_RANGES = {  # name -> (low, high), inclusive
-    "structure_cell": (2, 64), "structure_min_std": (0.0, 128.0), "min_structure": (0.0, 1.0),
-    "verify_min_inliers": (4, 100000), "verify_min_inlier_ratio": (0.0, 1.0),
-    "verify_min_spread": (0.0, 1.0), "verify_min_score": (0.0, 1.0),
-    "verify_scale_range": (1.0, 100.0), "verify_max_rotation_deg": (0.0, 180.0),
-    "verify_max_anisotropy": (1.0, 100.0), "verify_min_overlap": (0.0, 1.0),
-}
-
-
-def check_options(options: Dict[str, Any]) -> None:
-    """Raise ValueError naming the first verification option with a bad type or value."""
-    if not isinstance(options.get("verify", True), (bool, np.bool_)):
-        raise ValueError(f"verify must be true or false, got {options['verify']!r}")
-    for name, (lo, hi) in _RANGES.items():
-        if name not in options:
-            continue
-        v = options[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
-        if not lo <= v <= hi:
-            raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-    if int(options.get("structure_cell", 8)) != options.get("structure_cell", 8):
-        raise ValueError("structure_cell must be a whole number of pixels")
+#: The verification and structure settings (Matcher options; the node's parameters).
+OPTIONS: Tuple[Option, ...] = (
+    Option("verify", True, "Verify each homography (inliers, spread, geometry); false = accept MAGSAC's"),
+    Option("structure_cell", 8, "Structure is measured in cells of this size [working px]", range=(2, 64)),
+    Option("structure_min_std", 3.0, "A cell has contrast when its grey-level std reaches this",
+           range=(0.0, 128.0)),
+    Option("min_structure", 0.05, "Fewest image cells with contrast (fraction) before the network runs",
+           range=(0.0, 1.0)),
+    Option("verify_min_inliers", 30, "Verification: fewest inliers", range=(4, 100000)),
+    Option("verify_min_inlier_ratio", 0.10, "Verification: fewest inliers per match", range=(0.0, 1.0)),
+    Option("verify_min_spread", 0.05, "Verification: smallest inlier convex hull (fraction of the thermal image)",
+           range=(0.0, 1.0)),
+    Option("verify_min_score", 0.0, "Verification: lowest median inlier score", range=(0.0, 1.0)),
+    Option("verify_scale_range", 2.0, "Verification: scale within [1/r, r] of the nominal stretch",
+           range=(1.0, 100.0)),
+    Option("verify_max_rotation_deg", 30.0, "Verification: largest rotation [deg]", range=(0.0, 180.0)),
+    Option("verify_max_anisotropy", 1.6, "Verification: largest anisotropy (singular value ratio)",
+           range=(1.0, 100.0)),
+    Option("verify_min_overlap", 0.2, "Verification: smallest fraction of the mapped thermal image inside "
+           "the visible one", range=(0.0, 1.0)),
+)
+DEFAULTS: Dict[str, Any] = defaults(OPTIONS)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from distillmatch_ros.bag import cli
+from distillmatch_ros import cli
 from distillmatch_ros.bag.io import COMPRESSED_TYPE, BagError, BagReader, BagWriter
 from distillmatch_ros.bag.make_bag import THERMAL_TOPIC, VISIBLE_TOPIC, Pair, make_bag
 from distillmatch_ros.bag.replay import bag_eval

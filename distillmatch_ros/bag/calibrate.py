@@ -20,17 +20,20 @@ import numpy as np
 from .. import calibration as cal_mod
 from .. import evaluation
 from ..errors import InputError
-from ..image_codec import thermal_to_numpy, visible_to_numpy
+from ..image_codec import decode_pair
 from ..pipeline import PairPipeline, PipelineConfig
 from ..preprocess import check_visible, normalize_thermal
+from ..sync import DEFAULTS as SYNC_DEFAULTS
 from ..sync import ApproximateTimeSynchronizer, header_stamp_ns
 from .io import BagError, BagReader
 from .replay import _check_encodings, _synchronized
 
 
 def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, out_path: str,
-                  frames: int = 20, gt_homography: Optional[np.ndarray] = None, report_dir: Optional[str] = None,
-                  refine: bool = True, queue_size: int = 10, slop: float = 0.05, min_novelty: float = 0.02,
+                  frames: int = cal_mod.DEFAULTS["frames"], gt_homography: Optional[np.ndarray] = None,
+                  report_dir: Optional[str] = None, refine: bool = cal_mod.DEFAULTS["refine"],
+                  queue_size: int = SYNC_DEFAULTS["queue_size"], slop: float = SYNC_DEFAULTS["slop"],
+                  min_novelty: float = 0.02,
                   max_candidates: Optional[int] = None, progress: bool = True, matcher_name: str = "") -> Dict:
     """Calibrate from ``bag``, write ``out_path`` (YAML) and, with ``report_dir``, a report.
 
@@ -65,8 +68,7 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
             if counts["matched"] >= max_candidates:
                 continue
             try:
-                vis = visible_to_numpy(vmsg)
-                th = thermal_to_numpy(tmsg)
+                vis, th = decode_pair(vmsg, tmsg)
                 th8 = normalize_thermal(th, opts.get("thermal_low_pct", 1.0), opts.get("thermal_high_pct", 99.0),
                                         opts.get("thermal_clahe", False), opts.get("thermal_min_span", 0.0))
             except InputError:

@@ -1,17 +1,21 @@
 """`distillmatch bag-eval | calibrate | make-bag | demo`: the recording-side subcommands.
 
-Registered into the package's ``distillmatch`` command by :func:`add_subcommands`; also runnable
-alone as ``python -m distillmatch_ros.bag``. Expected failures (bad bag, topic, encoding,
-ground truth, model) print one ``error:`` line and exit with status 2, no traceback.
+Registered into the package's ``distillmatch`` command (distillmatch_ros/cli.py) by
+:func:`add_subcommands`. Expected failures (bad bag, topic, encoding, ground truth, model)
+raise the package's errors, which the command prints as one ``error:`` line (exit status 2).
+Defaults come from the settings' own definitions (sync, PipelineConfig, calibration), so a
+replay pairs and processes frames as the node does.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-from typing import List, Optional
 
+from ..backends import BACKENDS
+from ..calibration import DEFAULTS as CALIBRATION_DEFAULTS
 from ..errors import DistillMatchError
+from ..pipeline import PipelineConfig
+from ..sync import DEFAULTS as SYNC_DEFAULTS
 from .io import BagError
 from .make_bag import THERMAL_TOPIC, VISIBLE_TOPIC
 
@@ -26,8 +30,14 @@ def _size(text: str):
 
 def _add_matcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint path or shipped model name (default: shipped default)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
     p.add_argument("--device", default=None)
+
+
+def _add_sync_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--slop", type=float, default=SYNC_DEFAULTS["slop"],
+                   help="synchronizer slop: largest stamp difference in a pair [s] (the node's default)")
+    p.add_argument("--queue-size", type=int, default=SYNC_DEFAULTS["queue_size"], help="messages kept per camera")
 
 
 def add_subcommands(subparsers) -> None:
@@ -43,13 +53,12 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--report", required=True, metavar="DIR")
     p.add_argument("--out-bag", default=None, help="write correspondences, homography and fused images here")
     p.add_argument("--out-storage", default="sqlite3", choices=["sqlite3", "mcap"])
-    p.add_argument("--rig-mode", default="on", choices=["on", "off"],
+    p.add_argument("--rig-mode", default="on" if PipelineConfig.rig_mode else "off", choices=["on", "off"],
                    help="on: hold a filtered homography and re-match at --match-rate (node default)")
     p.add_argument("--match-rate", type=float, default=None, help="re-match rate in rig mode [Hz]; 0 = every pair")
     p.add_argument("--rig-calibration", default=None, metavar="YAML",
                    help="rig mode: fuse with this calibration (distillmatch calibrate) and report drift against it")
-    p.add_argument("--slop", type=float, default=0.05, help="synchronizer slop [s]")
-    p.add_argument("--queue-size", type=int, default=10)
+    _add_sync_args(p)
     p.add_argument("--examples", type=int, default=4, help="example fused frames to save")
     p.add_argument("--skip-bad-pairs", action="store_true", help="count undecodable pairs instead of stopping")
     p.add_argument("--no-progress", action="store_true")
@@ -64,12 +73,12 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--visible-topic", default=VISIBLE_TOPIC)
     p.add_argument("--thermal-topic", default=THERMAL_TOPIC)
     p.add_argument("--out", required=True, help="calibration YAML to write (e.g. rig.yaml)")
-    p.add_argument("--frames", type=int, default=20, help="frames to pool (chosen for content and coverage)")
+    p.add_argument("--frames", type=int, default=CALIBRATION_DEFAULTS["frames"],
+                   help="frames to pool (chosen for content and coverage)")
     p.add_argument("--gt-homography", default=None, help="JSON 3x3 thermal->visible truth: report the error")
     p.add_argument("--report", default=None, metavar="DIR", help="write report.json and report.md here")
     p.add_argument("--no-refine", action="store_true", help="skip the dense refinement (faster, less precise)")
-    p.add_argument("--slop", type=float, default=0.05, help="synchronizer slop [s]")
-    p.add_argument("--queue-size", type=int, default=10)
+    _add_sync_args(p)
     p.add_argument("--no-progress", action="store_true")
     _add_matcher_args(p)
     p.set_defaults(func=cmd_calibrate)
@@ -123,13 +132,14 @@ def _matcher(args):
     return m, f"{name or os.path.basename(str(m.model_path))} ({m.backend})"
 
 
-def _pipeline_config(args):
-    from ..pipeline import PipelineConfig
-
+def _pipeline_config(args) -> PipelineConfig:
     cfg = PipelineConfig(rig_mode=args.rig_mode == "on")
     if args.match_rate is not None:
         cfg.match_rate_hz = args.match_rate
-    return cfg.validated()
+    try:
+        return cfg.validated()
+    except ValueError as exc:
+        raise DistillMatchError(f"--match-rate: {exc}") from None
 
 
 def cmd_bag_eval(args) -> int:
@@ -226,18 +236,3 @@ def cmd_demo(args) -> int:
              views=args.views, progress=not args.no_progress,
              thermal_source=SIMPLE if args.simple_thermal else args.v2i_gan)
     return 0
-
-
-def run(args) -> int:
-    """Call a parsed subcommand, turning the package's expected errors into one clear line."""
-    try:
-        return args.func(args)
-    except DistillMatchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m distillmatch_ros.bag``: the package's ``distillmatch`` command (one parser)."""
-    from ..cli import main as package_main
-    return package_main(argv)

@@ -161,12 +161,6 @@ class BagWriter:
                       frame_id=frame_id)
 
 
-def stamp_ns(msg) -> int:
-    """Header stamp of a decoded message in nanoseconds."""
-    s = msg.header.stamp
-    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
-
-
 def list_bag_files(path: str) -> List[str]:
     """The storage files of a bag folder (for tests that damage them on purpose)."""
     return sorted(str(f) for f in Path(path).glob("*") if f.suffix in (".db3", ".mcap"))

@@ -23,14 +23,12 @@ FUSED_TOPIC = "/distillmatch/fused/image"  # the node's relative names in a /dis
 class OutputBag:
     """Writer of the node's outputs for each processed pair (context manager)."""
 
-    def __init__(self, path: str, storage: str = "sqlite3", backend: str = ""):
+    def __init__(self, path: str, storage: str = "sqlite3"):
         self._w = BagWriter(path, storage)
         try:
             correspondences.register_rosbags(self._w.types)
         except FileNotFoundError as e:
             raise BagError(f"cannot write --out-bag: {e}") from None
-        self.backend = backend
-        self.count = 0
 
     def __enter__(self) -> "OutputBag":
         self._w.__enter__()
@@ -46,7 +44,7 @@ class OutputBag:
         stamp = int(out.stamp_ns)
         header = w.header(stamp, frame_id)
         t_stamp = w.header(thermal_stamp_ns if thermal_stamp_ns is not None else stamp).stamp
-        fields = correspondences.correspondence_fields(out, self.backend, numpy_arrays=True)
+        fields = correspondences.correspondence_fields(out, numpy_arrays=True)
         msg = w.msg_class(CORRESPONDENCES_TYPE)(header=header, thermal_stamp=t_stamp,
                                                   thermal_frame_id=thermal_frame_id, **fields)
         w.write(CORRESPONDENCES_TOPIC, CORRESPONDENCES_TYPE, stamp, msg)
@@ -54,4 +52,3 @@ class OutputBag:
             Image = w.msg_class(IMAGE_TYPE)
             fields = image_codec.numpy_to_image_fields(out.fused, "bgr8", numpy_data=True)
             w.write(FUSED_TOPIC, IMAGE_TYPE, stamp, Image(header=header, **fields))
-        self.count += 1

@@ -2,8 +2,9 @@
 
 Why this shape: a team must judge exactly what the robot would do, so nothing here decodes,
 pairs or matches on its own: messages go through :class:`~distillmatch_ros.sync.ApproximateTimeSynchronizer`
-and :meth:`~distillmatch_ros.pipeline.PairPipeline.process_messages` (which uses the node's image
-codec), and this module only measures and records. The replay is offline: every synchronized
+and :meth:`~distillmatch_ros.pipeline.PairPipeline.process` after
+:func:`~distillmatch_ros.image_codec.decode_pair` (the node's decoding), and this module only
+measures and records. The replay is offline: every synchronized
 pair is processed (nothing is dropped for being late), so ``pairs_dropped`` counts what the
 synchronizer could not pair.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from typing import Any, Dict, List, Optional, Sequence
 
 import cv2
@@ -32,12 +34,12 @@ from ..image_codec import (
     THERMAL_ENCODINGS,
     VISIBLE_ENCODINGS,
     check_compressed,
+    decode_pair,
     is_compressed,
-    thermal_to_numpy,
-    visible_to_numpy,
 )
 from ..pipeline import PairPipeline, PipelineConfig
-from ..sync import ApproximateTimeSynchronizer
+from ..sync import DEFAULTS as SYNC_DEFAULTS
+from ..sync import ApproximateTimeSynchronizer, header_stamp_ns
 from .io import BagError, BagReader
 from .report import PairRecord, build_summary, write_json, write_markdown, write_plots
 
@@ -91,7 +93,8 @@ def _pick(n_expected: int, k: int) -> set:
 def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, report_dir: str,
              gt_homography: Optional[np.ndarray] = None, out_bag: Optional[str] = None,
              out_storage: str = "sqlite3", config: Optional[PipelineConfig] = None,
-             queue_size: int = 10, slop: float = 0.05, examples: int = 4, progress: bool = True,
+             queue_size: int = SYNC_DEFAULTS["queue_size"], slop: float = SYNC_DEFAULTS["slop"],
+             examples: int = 4, progress: bool = True,
              skip_bad_pairs: bool = False, plots: bool = True, matcher_name: str = "",
              calibration: Any = None) -> Dict:
     """Replay ``bag`` and write report.json, report.md, plots and example fused frames.
@@ -111,8 +114,8 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
     records: List[PairRecord] = []
     fused_names: List[str] = []
     bad_pairs: List[str] = []
-    writer = None
-    with BagReader(bag) as reader:
+    with ExitStack() as stack:
+        reader = stack.enter_context(BagReader(bag))
         # Image or CompressedImage, as recorded; <topic>/compressed when only that was recorded.
         visible_topic, thermal_topic = reader.require_image_topics([visible_topic, thermal_topic])
         stream_of = {visible_topic: "visible", thermal_topic: "thermal"}
@@ -120,36 +123,33 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
         counts = reader.topics()
         expected_pairs = min(counts[visible_topic][1], counts[thermal_topic][1])
         show = _pick(expected_pairs, examples)
+        writer = None
         if out_bag:
             from .outputs import OutputBag
 
-            writer = OutputBag(out_bag, out_storage, backend=str(getattr(matcher, "backend", ""))).__enter__()
-        try:
-            bar = tqdm(total=reader.count([visible_topic, thermal_topic]), desc="bag-eval",
-                       unit="msg", disable=not progress)
-            for vmsg, tmsg, sv, st in _synchronized(reader, sync, stream_of, bar):
-                try:
-                    out = pipe.process_messages(vmsg, tmsg)
-                except CalibrationError as e:
-                    raise BagError(f"the rig calibration does not fit this bag: {e}") from e
-                except InputError as e:
-                    if not skip_bad_pairs:
-                        raise BagError(f"pair at visible stamp {sv} ns could not be processed: {e}") from e
-                    bad_pairs.append(f"{sv}: {e}")
-                    continue
-                rec = _record(out, st, gt_homography)
-                records.append(rec)
-                if writer is not None:
-                    writer.write(out, frame_id=vmsg.header.frame_id, thermal_stamp_ns=st,
-                                 thermal_frame_id=tmsg.header.frame_id)
-                if len(records) - 1 in show and out.fused is not None:
-                    fused_names.append(_save_example(report_dir, len(records) - 1, out, vmsg, tmsg, rec,
-                                                  records[0].stamp_ns))
-                bar.set_postfix(pairs=len(records), inl=rec.inliers)
-            bar.close()
-        finally:
+            writer = stack.enter_context(OutputBag(out_bag, out_storage))
+        bar = stack.enter_context(tqdm(total=reader.count([visible_topic, thermal_topic]), desc="bag-eval",
+                                       unit="msg", disable=not progress))
+        for vmsg, tmsg, sv, st in _synchronized(reader, sync, stream_of, bar):
+            try:
+                visible, thermal = decode_pair(vmsg, tmsg)
+                out = pipe.process(visible, thermal, header_stamp_ns(vmsg))
+            except CalibrationError as e:
+                raise BagError(f"the rig calibration does not fit this bag: {e}") from e
+            except InputError as e:
+                if not skip_bad_pairs:
+                    raise BagError(f"pair at visible stamp {sv} ns could not be processed: {e}") from e
+                bad_pairs.append(f"{sv}: {e}")
+                continue
+            rec = _record(out, st, gt_homography)
+            records.append(rec)
             if writer is not None:
-                writer.__exit__(None, None, None)
+                writer.write(out, frame_id=vmsg.header.frame_id, thermal_stamp_ns=st,
+                             thermal_frame_id=tmsg.header.frame_id)
+            if len(records) - 1 in show and out.fused is not None:
+                fused_names.append(_save_example(report_dir, len(records) - 1, out, visible, thermal, rec,
+                                                 records[0].stamp_ns))
+            bar.set_postfix(pairs=len(records), inl=rec.inliers)
     sync_stats = sync.stats()
     # A pair is lost when a frame of the sparser camera never found a partner (or is left over).
     lost = min(sync_stats[s]["received"] for s in ("visible", "thermal")) - sync_stats["pairs"]
@@ -172,15 +172,12 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
 def _synchronized(reader: BagReader, sync, stream_of: Dict[str, str], bar):
     """Pairs from the node's synchronizer, in bag order.
 
-    At the end of the bag the synchronizer may still hold a pair it would confirm with the next
-    frame; when it offers ``flush()`` (no more frames are coming) that pair is processed too,
-    otherwise it is counted as lost, as it would be on a robot whose camera stopped.
+    A pair the synchronizer still holds at the end of the bag (it would confirm it with the
+    next frame) is counted as lost, as it would be on a robot whose camera stopped.
     """
     for topic, _, msg in reader.messages(list(stream_of)):
         bar.update(1)
         yield from sync.add(stream_of[topic], msg)
-    if hasattr(sync, "flush"):
-        yield from sync.flush()
 
 
 def _record(out, thermal_stamp: int, gt: Optional[np.ndarray]) -> PairRecord:
@@ -199,13 +196,13 @@ def _record(out, thermal_stamp: int, gt: Optional[np.ndarray]) -> PairRecord:
     return rec
 
 
-def _save_example(report_dir: str, index: int, out, vmsg, tmsg, rec: PairRecord, t0_ns: int) -> str:
+def _save_example(report_dir: str, index: int, out, visible: np.ndarray, thermal: np.ndarray, rec: PairRecord,
+                  t0_ns: int) -> str:
     """Save visible | thermal | fused side by side for one pair (what a reader wants to see)."""
     from ..preprocess import normalize_thermal
 
-    vis = visible_to_numpy(vmsg)
-    vis = vis if vis.ndim == 3 else cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)
-    th = cv2.cvtColor(normalize_thermal(thermal_to_numpy(tmsg)), cv2.COLOR_GRAY2BGR)
+    vis = visible if visible.ndim == 3 else cv2.cvtColor(visible, cv2.COLOR_GRAY2BGR)
+    th = cv2.cvtColor(normalize_thermal(thermal), cv2.COLOR_GRAY2BGR)
     h = vis.shape[0]
     th = cv2.resize(th, (max(1, int(th.shape[1] * h / th.shape[0])), h))
     fused = out.fused if out.fused.shape[0] == h else cv2.resize(out.fused, (vis.shape[1], h))
