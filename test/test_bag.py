@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from distillmatch_ros import evaluation
-from distillmatch_ros import cli
+from distillmatch_ros import cli, evaluation
 from distillmatch_ros.bag.io import BagError, BagReader, BagWriter, list_bag_files
 from distillmatch_ros.bag.make_bag import THERMAL_TOPIC, VISIBLE_TOPIC, Pair, make_bag, render_pair
 from distillmatch_ros.bag.replay import bag_eval, load_gt_homography

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from distillmatch_ros import correspondences as corr
+from distillmatch_ros.pipeline import ALIGNMENT_STATES as PIPELINE_ALIGNMENT
+from distillmatch_ros.pipeline import THERMAL_STATES as PIPELINE_THERMAL
 from distillmatch_ros.pipeline import PairOutput
 from distillmatch_ros.result import MatchResult
 
@@ -19,11 +21,53 @@ def _output():
                     rng.random(n) > 0.3)
     return PairOutput(stamp_ns=1_700_000_000_123_456_789, result=r, matched=True, homography=r.homography,
                       num_inliers=r.num_inliers, alignment="aligned", thermal_state="frozen",
-                      visible_size=(640, 512), thermal_size=(320, 256), latency_ms=12.5)
+                      visible_size=(640, 512), thermal_size=(320, 256), latency_ms=12.5, backend="onnxruntime")
 
 
-def test_single_definition_is_the_interface_package_file():
-    assert corr.msg_definition() == (ROOT / "interfaces/distillmatch_msgs/msg/Correspondences.msg").read_text()
+MSG_FILE = ROOT / "interfaces/distillmatch_msgs/msg/Correspondences.msg"
+
+
+def _msg_file():
+    """(constants {name: value}, fields {name: type}) as written in Correspondences.msg."""
+    constants, fields = {}, {}
+    for line in MSG_FILE.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        ftype, rest = line.split(None, 1)
+        if "=" in rest:
+            name, value = (x.strip() for x in rest.split("=", 1))
+            constants[name] = int(value)
+        else:
+            fields[rest.strip()] = ftype
+    return constants, fields
+
+
+def test_state_codes_are_the_msg_constants():
+    constants, _ = _msg_file()
+    from_msg = {(k.split("_", 1)[0], k.split("_", 1)[1].lower()): v for k, v in constants.items()}
+    ours = {**{("ALIGNMENT", s): c for s, c in corr.ALIGNMENT_CODES.items()},
+            **{("THERMAL", s): c for s, c in corr.THERMAL_CODES.items()}}
+    assert ours == from_msg
+    msg = type("M", (), {"alignment_state": 2, "thermal_state": 7})
+    assert corr._state(PIPELINE_ALIGNMENT, msg.alignment_state) == "drift_suspected"
+    assert corr._state(PIPELINE_THERMAL, msg.thermal_state) == "unknown"
+
+
+def test_fields_written_are_the_msg_fields():
+    _, fields = _msg_file()
+    written = set(corr.correspondence_fields(_output()))
+    assert written == set(fields) - {"header", "thermal_stamp", "thermal_frame_id"}
+
+
+def test_built_interface_is_the_msg_file():
+    """The interface package in this environment was built from the same .msg (no stale build)."""
+    msgmod = pytest.importorskip("distillmatch_msgs.msg", reason="run scripts/build_interfaces.sh")
+    constants, fields = _msg_file()
+    built = msgmod.Correspondences.get_fields_and_field_types()
+    assert list(built) == list(fields)
+    for name, value in constants.items():
+        assert getattr(msgmod.Correspondences, name) == value, name
 
 
 def test_rclpy_message_to_bag_and_back_with_rosbags(tmp_path, monkeypatch):
@@ -35,7 +79,7 @@ def test_rclpy_message_to_bag_and_back_with_rosbags(tmp_path, monkeypatch):
 
     out = _output()
     msg = msgmod.Correspondences()
-    for k, v in corr.correspondence_fields(out, backend="onnxruntime").items():
+    for k, v in corr.correspondence_fields(out).items():
         setattr(msg, k, v)
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(out.stamp_ns, 10**9)
     msg.header.frame_id = "visible_optical"

@@ -75,7 +75,14 @@ def test_yaml_matches_parameter_table():
         spec = node_params.SPECS[name]
         assert type(value) is type(spec.default), f"{name}: yaml type {type(value).__name__}"
         assert value == spec.default, f"{name}: yaml {value!r} != declared default {spec.default!r}"
-        assert node_params.check_value(spec, value) is None
+        assert spec.problem(value, strict=True) is None
+
+
+def test_yaml_and_parameter_doc_are_generated_from_the_definitions():
+    assert (ROOT / "config" / "matcher.yaml").read_text() == node_params.yaml_text(), \
+        "regenerate config/matcher.yaml from node_params.yaml_text()"
+    assert node_params.markdown_table() in (ROOT / "docs" / "ROS_NODE.md").read_text(), \
+        "regenerate the parameter table of docs/ROS_NODE.md from node_params.markdown_table()"
 
 
 def test_fastdds_profile_fits_full_size_images():

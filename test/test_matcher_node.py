@@ -211,6 +211,10 @@ def test_parameter_changed_at_run_time_takes_effect(node, tester):
     assert set_params(match_threshold=1.01) == [False]  # out of range: rejected
     assert set_params(fusion_mode="sum") == [False]  # not a choice: rejected
     assert set_params(backend="torch") == [False]  # read-only
+    assert set_params(ransac_threshold=-1.0) == [False]
+    assert set_params(thermal_low_pct=50.0) == [True]
+    assert set_params(thermal_high_pct=50.0) == [False]  # the Matcher refuses inverted percentiles
+    assert set_params(thermal_low_pct=1.0) == [True]
     assert set_params(match_threshold=1.0, publish_fused=False) == [True, True]
     corr, fused = one_pair(21)
     assert len(corr.scores) == 0 and fused == []  # no match reaches confidence 1; no fused image
@@ -381,7 +385,7 @@ def test_declared_parameters_match_table(node, tester):
     for d in fut.result().descriptors:
         spec = node_params.SPECS[d.name]
         assert d.read_only == (not spec.dynamic), d.name
-        assert d.description == spec.description
+        assert d.description == spec.doc
         if spec.range is not None:
             r = (d.floating_point_range or d.integer_range)[0]
             assert (r.from_value, r.to_value) == spec.range, d.name
