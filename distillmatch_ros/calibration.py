@@ -2,8 +2,8 @@
 
 Why pooling: on a rigid rig the homography is the same in every frame, so the inliers of many
 frames can be fitted together. It helps only when the frames show *different* content: the
-matcher's error on the same content repeats from frame to frame (DATA.md, "Pooling frames of
-one rig"). So :class:`FramePool` keeps a frame only when it is new (its thermal thumbnail is
+matcher's error on the same content repeats from frame to frame (measured on consecutive frames
+of one rig, BENCHMARKS.md). So :class:`FramePool` keeps a frame only when it is new (its thermal thumbnail is
 unlike every kept one) or covers image regions the pool lacks, and :func:`fit_pooled` balances
 frames so that none dominates (at most ``per_frame_cap`` points each, spread over the frame).
 

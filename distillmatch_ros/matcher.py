@@ -37,11 +37,6 @@ OPTION_SPECS: Dict[str, Option] = by_name(OPTIONS)
 DEFAULT_OPTIONS: Dict[str, Any] = defaults(OPTIONS)
 
 
-def model_search_path() -> list:
-    """Folders searched for shipped models, in order (see :mod:`distillmatch_ros.model_files`)."""
-    return [d for d, _ in model_files.search_locations()]
-
-
 def resolve_model(name: Optional[str] = None) -> Path:
     """Path of a shipped matcher by name (default: the tiny preset) or of an explicit file."""
     return model_files.resolve(name, model_files.MATCHER)

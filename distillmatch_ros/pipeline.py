@@ -203,20 +203,6 @@ def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return q[:, :2] / q[:, 2:3]
 
 
-def blend_homographies(H_old: np.ndarray, H_new: np.ndarray, weight: float,
-                       size: Tuple[int, int]) -> np.ndarray:
-    """Filter two homographies through the images of the thermal corners (a 4-point average).
-
-    Averaging matrix entries mixes scales and is not meaningful; averaging where the corners
-    land is, and gives back a homography.
-    """
-    w, h = size
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
-    mixed = (1.0 - weight) * project(H_old, corners) + weight * project(H_new, corners)
-    H = cv2.getPerspectiveTransform(corners.astype(np.float32), mixed.astype(np.float32))
-    return H / H[2, 2]
-
-
 def scale_homography(thermal_size: Tuple[int, int], visible_size: Tuple[int, int]) -> np.ndarray:
     """Thermal -> visible by stretching the whole image (the fallback before any alignment)."""
     (tw, th), (vw, vh) = thermal_size, visible_size

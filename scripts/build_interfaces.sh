@@ -34,7 +34,7 @@ if [ "$PREFIX" = "$("$PY" -c 'import sys; print(sys.base_prefix)')" ]; then
   exit 2
 fi
 
-# The wheels of rosidl_default_generators do not pull in everything a build needs (DESIGN.md 3).
+# The wheels of rosidl_default_generators do not pull in everything a build needs.
 BUILD_DEPS=(rosidl-default-generators rosidl-core-generators ament-cmake ament-cmake-include-directories
             ament-package)
 case "$DISTRO" in

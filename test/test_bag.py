@@ -1,4 +1,4 @@
-"""Issue 6: make-bag, bag-eval (both storages, rig mode, errors), the output bag, the demo.
+"""make-bag, bag-eval (both storages, rig mode, errors), the output bag, the demo.
 
 Bag I/O tests use an oracle matcher (true matches + noise) so they run in milliseconds; the
 tests about matching use the real Matcher on a tiny random-weight checkpoint (same code path),

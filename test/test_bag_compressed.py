@@ -1,4 +1,4 @@
-"""Issue 13: bags recorded as robots record them (CompressedImage on <topic>/compressed: JPEG
+"""Bags recorded as robots record them (CompressedImage on <topic>/compressed: JPEG
 visible, 16-bit PNG thermal), make-bag --compressed, and bag-eval's errors on things that are
 not bags.
 

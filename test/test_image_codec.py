@@ -110,7 +110,7 @@ def test_rclpy_message_roundtrip(monkeypatch):
     np.testing.assert_array_equal(ic.thermal_to_numpy(msg), img)
 
 
-# -- CompressedImage (issue 13) ------------------------------------------------------------------
+# -- CompressedImage ------------------------------------------------------------------------------
 
 def _smooth(h, w, ch=0, dtype=np.uint8, seed=0):
     """A smooth image (what cameras see; JPEG keeps it within a few grey levels)."""

@@ -1,4 +1,4 @@
-"""Issue 13: one model lookup (name or path, every install layout) and no silent stand-in in the demo."""
+"""One model lookup (name or path, every install layout) and no silent stand-in in the demo."""
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,4 @@
-"""Issue 12, part 1: the matcher says "I don't know" (structure check, homography verification)."""
+"""The matcher says "I don't know" (structure check, homography verification)."""
 from __future__ import annotations
 
 import glob

@@ -10,7 +10,7 @@ the image, so it does not average out in a homography fit. This tool scores a sm
 read-outs, soft-argmax over the whole window or around its argmax (``fine_expectation``) times
 a temperature multiplier, on *synthetic pairs made from the training sets* (aligned pairs
 warped by random rig homographies, the training augmentation; never the dev sets), with the
-EVALUATION.md protocol, and writes the best one into a copy of the checkpoint.
+evaluation protocol (distillmatch_ros/evaluation.py), and writes the best one into a copy of the checkpoint.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ CANDIDATES = "soft:1,soft:2,soft:3,local:1,local:2"
 
 
 def make_synthetic_set(data_root: Path, sets, n: int, out_dir: Path, seed: int = 0) -> Path:
-    """``n`` npz pairs (EVALUATION.md format, exact ``H``) from training pair folders."""
+    """``n`` npz pairs (the evaluation sets' format, exact ``H``) from training pair folders."""
     from training.augment import synth_batch
     from training.datasets import load_aligned_pairs, pairs_to_tensors, split_names
     rng = np.random.default_rng(seed)

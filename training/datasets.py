@@ -6,7 +6,7 @@ layouts, so the readers live in one place:
 * aligned pair folders: ``<root>/visible/<name>`` + ``<root>/thermal/<name>`` (same pixel grid
   within a pair, e.g. ``../shared/data/roadscene`` and ``tno``); optional ``<root>/split.json``
   with ``{"train": [...], "val": [...]}``;
-* the npz ground-truth format of DATA.md: ``visible`` (HxWx3 BGR or HxW uint8), ``thermal``
+* the npz ground-truth format of the shared evaluation sets: ``visible`` (HxWx3 BGR or HxW uint8), ``thermal``
   (HxW uint8 or uint16) and either ``H`` (3x3 thermal -> visible) or ``grid`` (HtxWtx2).
 
 API used by the lead's GPU training (no CPU data loader needed there)::

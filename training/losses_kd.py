@@ -1,6 +1,6 @@
 """Distillation loss ``L_KD = a*MSE + b*Gram + c*KL`` and the modality cross-entropy (CEFG).
 
-Why three terms (DESIGN.md section 2; the paper names them, the exact forms are our choice):
+Why three terms (the DistillMatch paper names them; the exact forms are our choice):
 
 * **MSE** (point-wise): each student feature vector matches the teacher's at the same place,
   after per-location standardisation over channels (teachers differ wildly in scale: ViT tokens

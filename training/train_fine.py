@@ -13,7 +13,7 @@ point at the centre of the 1/8 cell that a coarse match would pick (the true one
 when the exact point is near a cell border, drawn with ``--coarse-noise`` px of jitter). Losses
 are ``training.losses_match.fine_losses``. Resumes from ``OUT/last.pt``; keeps ``OUT/best.pt``
 (a full inference checkpoint) by the validation score of ``train_matcher`` (mean AUC@5/10 over
-the validation sets, EVALUATION.md protocol, the real inference path); logs to ``OUT/train.log``.
+the validation sets, distillmatch_ros/evaluation.py, the real inference path); logs to ``OUT/train.log``.
 """
 from __future__ import annotations
 

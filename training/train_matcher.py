@@ -7,7 +7,7 @@ Pairs are synthesised on the training device from aligned pairs warped by random
 homographies (exact dense ground truth), optionally with the thermal side replaced by V2I-GAN
 pseudo-infrared. The loss is ``l_kd*L_KD + l_ce*L_ce + L_coarse + L_fine + L_subpixel``.
 Resumes from ``OUT/last.pt``; keeps ``OUT/best.pt`` (a compact inference checkpoint) by the
-validation AUC of EVALUATION.md; logs TensorBoard scalars and example match images to
+validation AUC (distillmatch_ros/evaluation.py); logs TensorBoard scalars and example match images to
 ``OUT/tb`` and a plain log to ``OUT/train.log``.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""V2I-GAN: visible -> pseudo-infrared translation (DESIGN.md section 2).
+"""V2I-GAN: visible -> pseudo-infrared translation (the DistillMatch paper's augmentation model).
 
 Why: matcher training replaces the visible side of some pairs with pseudo-infrared, which widens
 the data without touching the geometry (and so the ground truth).

@@ -9,7 +9,7 @@ pair is processed (nothing is dropped for being late), so ``pairs_dropped`` coun
 synchronizer could not pair.
 
 With ``gt_homography`` (a rigid rig's thermal -> visible matrix) two errors are kept per pair,
-both in thermal pixels on the thermal image corners (EVALUATION.md):
+both in thermal pixels on the thermal image corners (distillmatch_ros/evaluation.py):
 
 * ``homography_error_px`` / ``auc``: the protocol's error, a USAC_MAGSAC fit to the pair's
   matches, for every pair the matcher ran on (null for pairs that only re-used a held

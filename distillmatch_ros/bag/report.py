@@ -30,7 +30,7 @@ class PairRecord:
     homography: Optional[np.ndarray]  # published thermal -> visible estimate (None: none yet)
     thermal_size: tuple  # (width, height), for corner probes
     matched: bool = True  # False where the pipeline only re-fused with a held homography
-    error_px: Optional[float] = None  # EVALUATION.md error of a MAGSAC fit to this pair's matches
+    error_px: Optional[float] = None  # protocol error (evaluation.py) of a MAGSAC fit to this pair's matches
     published_error_px: Optional[float] = None  # same probes, the homography the node published
     notes: List[str] = field(default_factory=list)
 

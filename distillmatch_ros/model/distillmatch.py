@@ -1,5 +1,5 @@
 """The DistillMatch student network: texture CNN + distilled semantic encoder, CEFG, STFA,
-coarse matching, two-level fine matching and sub-pixel refinement (DESIGN.md section 2).
+coarse matching, two-level fine matching and sub-pixel refinement (the DistillMatch method).
 
 Inputs are gray images in [0, 1], [B,1,H,W], H and W multiples of 8; both images of a pair have
 the same working size (the Matcher resizes each camera's image to it and maps points back).
