@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "test")]
+sys.path.insert(0, str(ROOT))
 
-from node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary  # noqa: E402
+from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary  # noqa: E402
 
 
 def _size(text):

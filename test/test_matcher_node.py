@@ -11,7 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_harness import NodeProcess, Tester, interfaces_available, ros_env, textured_pair, vary
+
+from distillmatch_ros.testing.node_harness import (
+    NodeProcess,
+    Tester,
+    interfaces_available,
+    ros_env,
+    textured_pair,
+    vary,
+)
 
 pytestmark = [
     pytest.mark.skipif(not interfaces_available(),

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from node_harness import interfaces_available
+
+from distillmatch_ros.testing.node_harness import interfaces_available
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not interfaces_available(),
