@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from distillmatch_ros.checkpoint import load_checkpoint  # noqa: E402
-from distillmatch_ros.evaluation import auc, evaluate_matcher  # noqa: E402
-from distillmatch_ros.matcher import Matcher  # noqa: E402
+from benchmarks.common import DATA
+from distillmatch_ros.checkpoint import load_checkpoint
+from distillmatch_ros.evaluation import auc, evaluate_matcher
+from distillmatch_ros.matcher import Matcher
 
 ROWS = (("full", "full model"), ("no_kd", "without distillation (L_KD)"),
         ("no_v2i", "without V2I-GAN pseudo-infrared"), ("no_cefg", "without modality-category injection (CEFG)"))
@@ -40,7 +38,7 @@ def paired_interval(errs_a, errs_b, t: float = 10.0, n: int = 2000, seed: int = 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", help="folder holding full/, no_kd/, no_v2i/, no_cefg/ (each with best.pt)")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--threshold", type=float, default=0.1)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()

@@ -13,18 +13,15 @@
 import argparse
 import glob
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from distillmatch_ros.evaluation import GroundTruth, load_pair_npz  # noqa: E402
-from distillmatch_ros.matcher import Matcher, scale_points  # noqa: E402
+from benchmarks.common import DATA
+from distillmatch_ros.evaluation import GroundTruth, load_pair_npz
+from distillmatch_ros.matcher import Matcher, scale_points
 
 STAGES = (("coarse cell", "coarse_thermal"), ("1/4 window", "fine4_thermal"), ("1/2 window", "fine2_thermal"),
           ("sub-pixel (returned)", "thermal_points"))
@@ -81,7 +78,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
     ap.add_argument("--set", default="roadscene_homography", help="npz set(s), comma-separated")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from benchmarks.latency import sized_model, textured  # noqa: E402
+from benchmarks.common import parse_size, sized_model, textured
 
 
 def timed(fn, n=30, warm=5):
@@ -60,7 +57,7 @@ def main() -> int:
     ap.add_argument("--size", default="640x512")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    size = tuple(int(v) for v in a.size.split("x"))
+    size = parse_size(a.size)
     rep = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "torch": torch.__version__, "size": a.size}
     if not torch.cuda.is_available():

@@ -15,21 +15,13 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def textured(h, w, seed):
-    import cv2
-    rng = np.random.default_rng(seed)
-    return cv2.resize(rng.integers(0, 255, (h // 8, w // 8)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+from benchmarks.common import SHARED, parse_size, sized_model, textured
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
@@ -41,17 +33,6 @@ def median_ms(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
-
-
-def sized_model(size):
-    """The shipped tiny model (random weights if not shipped yet) at working size ``size``."""
-    from distillmatch_ros.checkpoint import load_checkpoint
-    from distillmatch_ros.model import build_model, with_input_size
-    shipped = REPO / "models" / "distillmatch_tiny.pt"
-    if shipped.exists():
-        model, card = load_checkpoint(shipped)
-        return with_input_size(model, size), card, "shipped"
-    return build_model("tiny", input_size=list(size), pretrained_backbone=False).eval(), {}, "random"
 
 
 def project_matcher(size, backend, tmpdir: Path):
@@ -106,11 +87,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     import tempfile
     tmpdir = Path(tempfile.mkdtemp())
-    peers_dir = REPO.parent / "shared" / "peers"
+    peers_dir = SHARED / "peers"
     results = {"machine": f"{platform.machine()} {platform.processor() or ''} threads={args.threads}",
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
     for s in args.sizes.split(","):
-        size = tuple(int(x) for x in s.split("x"))
+        size = parse_size(s)
         vis, th = textured(size[1], size[0], 1), textured(size[1], size[0], 2)
         row = {"size": s}
         for be in args.backends.split(","):

@@ -16,22 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary  # noqa: E402
-
-
-def _size(text):
-    w, h = text.lower().split("x")
-    return int(w), int(h)
+from benchmarks.common import parse_size
+from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary
 
 
 def _pct(values):
@@ -126,7 +118,7 @@ def main(argv=None):
     for backend in a.backends.split(","):
         for tsize in a.thermal.split(","):
             # a few different frames in turn: a repeated thermal frame counts as a frozen camera
-            frames = [textured_pair(i, vis_size=_size(a.visible), th_size=_size(tsize))[:2] for i in range(3)]
+            frames = [textured_pair(i, vis_size=parse_size(a.visible), th_size=parse_size(tsize))[:2] for i in range(3)]
             alone, name = matcher_alone(model, backend, a.threads, frames, a.pairs)
             node = node_run(tmp, model, backend, a.threads, frames, a.pairs, a.rate)
             row = {"backend": name, "visible": a.visible, "thermal": tsize, "matcher_ms": alone, **node,

@@ -22,11 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from distillmatch_ros import calibration as C  # noqa: E402
-from distillmatch_ros import evaluation  # noqa: E402
+from distillmatch_ros import calibration as C
+from distillmatch_ros import evaluation
 
 
 def main(argv=None) -> int:

@@ -21,15 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary  # noqa: E402
-
-
-def _size(text):
-    w, h = text.lower().split("x")
-    return int(w), int(h)
+from benchmarks.common import parse_size
+from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary
 
 
 def _num(v):
@@ -49,7 +42,7 @@ def run(a) -> dict:
     params = {"model": str(model), "backend": a.backend, "num_threads": a.threads, "diagnostics_period": 1.0}
     if a.per_pair:
         params["rig_mode"] = False
-    frames = [textured_pair(i, vis_size=_size(a.visible), th_size=_size(a.thermal))[:2] for i in range(5)]
+    frames = [textured_pair(i, vis_size=parse_size(a.visible), th_size=parse_size(a.thermal))[:2] for i in range(5)]
     node = NodeProcess(tmp, params, namespace="/dm_soak", name="soak_node")
     tester = None
     rss, latencies, outputs = [], [], 0

@@ -13,9 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
+from benchmarks.common import DATA
 
 
 def main(argv=None) -> int:

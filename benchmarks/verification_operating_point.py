@@ -34,11 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
-
-from distillmatch_ros import evaluation, verification  # noqa: E402
+from benchmarks.common import DATA
+from distillmatch_ros import evaluation, verification
 
 NPZ_SETS = ("roadscene_homography", "roadscene_deform", "m3svd_homography")
 
