@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import DATA
+from benchmarks.common import DATA, write_report
 from distillmatch_ros.checkpoint import load_checkpoint
 from distillmatch_ros.evaluation import auc, evaluate_matcher
 from distillmatch_ros.matcher import Matcher
@@ -78,8 +78,7 @@ def main() -> int:
                 d = table["full"][s]["auc10"] - table[key][s]["auc10"]
                 table[key][s]["full_minus_this_auc10"] = {"diff": round(d, 3), "ci95": [round(lo, 3), round(hi, 3)]}
                 print(f"  {key:8s} {s:22s} {d:+.3f}  [{lo:+.3f}, {hi:+.3f}]")
-    if a.json:
-        Path(a.json).write_text(json.dumps(table, indent=1))
+    write_report(table, a.json, show=False)
     return 0
 
 

@@ -12,14 +12,13 @@
 """
 import argparse
 import glob
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from benchmarks.common import DATA
+from benchmarks.common import DATA, write_report
 from distillmatch_ros.evaluation import GroundTruth, load_pair_npz
 from distillmatch_ros.matcher import Matcher, scale_points
 
@@ -92,9 +91,7 @@ def main() -> int:
             raise SystemExit(f"no *.npz pairs in {Path(a.data) / name}")
         report["sets"][name] = {"stage_errors": stage_errors(m, files, thr),
                                 "identical_image_windows": window_sharpness(m, files)}
-    print(json.dumps(report, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=1))
+    write_report(report, a.json)
     return 0
 
 

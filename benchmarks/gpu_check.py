@@ -18,12 +18,11 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import parse_size, sized_model, textured
+from benchmarks.common import parse_size, sized_model, textured, write_report
 
 
 def timed(fn, n=30, warm=5):
@@ -94,10 +93,7 @@ def main() -> int:
         rep["ort_cuda_parity"] = parity(ref, ort(vis, th))
     except Exception as exc:  # noqa: BLE001
         rep["onnxruntime_cuda_error"] = f"{type(exc).__name__}: {exc}"
-    print(json.dumps(rep, indent=1))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rep, indent=1))
+    write_report(rep, a.json)
     return 0
 
 

@@ -12,8 +12,6 @@ Peers at the same size, same threads: kornia's LoFTR architecture with random we
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import SHARED, parse_size, sized_model, textured
+from benchmarks.common import SHARED, machine_stamp, parse_size, sized_model, textured, write_report
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
@@ -88,8 +86,7 @@ def main() -> int:
     import tempfile
     tmpdir = Path(tempfile.mkdtemp())
     peers_dir = SHARED / "peers"
-    results = {"machine": f"{platform.machine()} {platform.processor() or ''} threads={args.threads}",
-               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
+    results = {**machine_stamp(args.threads), "torch": torch.__version__, "rows": []}
     for s in args.sizes.split(","):
         size = parse_size(s)
         vis, th = textured(size[1], size[0], 1), textured(size[1], size[0], 2)
@@ -127,10 +124,7 @@ def main() -> int:
         if "tiny_onnxruntime_ms" in row and "tiny_torch_ms" in row:
             row["onnxruntime_over_torch"] = row["tiny_onnxruntime_ms"] / row["tiny_torch_ms"]
         results["rows"].append(row)
-    print(json.dumps(results, indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    write_report(results, args.json)
     return 0
 
 

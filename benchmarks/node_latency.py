@@ -14,7 +14,6 @@ The node matches every pair (rig_mode off). Fast DDS runs with config/fastdds_sh
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import parse_size
+from benchmarks.common import parse_size, write_report
 from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary
 
 
@@ -129,9 +128,7 @@ def main(argv=None):
                   f"{row['overhead_ratio_p50']:.2f} | fused p50 {node['fused_latency_ms']['p50']:7.1f} ms | "
                   f"{node['throughput_hz']:.1f} Hz at {a.rate:g} Hz in | node: {node['node_breakdown']}", flush=True)
     info = {"model": str(model), "threads": a.threads, "cpu_count": os.cpu_count(), "rows": rows}
-    if a.json:
-        Path(a.json).write_text(json.dumps(info, indent=1))
-    return info
+    return write_report(info, a.json, show=False)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ Errors of fits are the protocol's mean corner error in thermal px; residuals in 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import write_report
 from distillmatch_ros import calibration as C
 from distillmatch_ros import evaluation
 
@@ -103,10 +102,7 @@ def main(argv=None) -> int:
                     "within_2px": round(float((np.linalg.norm(d, axis=1) < 2).mean()), 3),
                     "bias_px": np.round(d.mean(0), 2).tolist(),
                     "fit_error_px": round(evaluation.probe_error(truth, Hd), 2)}
-    print(json.dumps(out, indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_report(out, args.json)
     return 0
 
 

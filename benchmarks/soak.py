@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import parse_size
+from benchmarks.common import parse_size, write_report
 from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary
 
 
@@ -136,13 +136,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-rss-growth", type=float, default=5.0, help="allowed RSS growth after warm-up [%%]")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
-    result = run(a)
-    if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=1))
-    short = {k: v for k, v in result.items() if k != "rss_mb"}
-    print(json.dumps(short, indent=1))
+    return write_report(run(a), a.json, show=_summary)
+
+
+def _summary(result: dict) -> None:
+    """The report without its RSS series (a sample every few seconds), then the series' ends."""
+    print(json.dumps({k: v for k, v in result.items() if k != "rss_mb"}, indent=1))
     print("RSS [s, MB]:", result["rss_mb"][:3], "...", result["rss_mb"][-3:])
-    return result
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ at its default, and prints AUC@3/5/10, precision@3 and NCM for both.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from benchmarks.common import DATA
+from benchmarks.common import DATA, write_report
 
 
 def main(argv=None) -> int:
@@ -36,9 +34,7 @@ def main(argv=None) -> int:
             r = evaluation.evaluate_matcher(m.match, str(DATA / s))
             out[f"{s} min_structure={ms}"] = {k: round(r[k], 3) for k in ("auc3", "auc5", "auc10", "prec3", "ncm")}
             print(s, ms, out[f"{s} min_structure={ms}"], flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_report(out, args.json, show=False)
     return 0
 
 

@@ -27,14 +27,13 @@ import glob
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DATA
+from benchmarks.common import DATA, machine_stamp, write_report
 from distillmatch_ros import evaluation, verification
 
 NPZ_SETS = ("roadscene_homography", "roadscene_deform", "m3svd_homography")
@@ -200,8 +199,8 @@ def main(argv=None) -> int:
         if args.cache:
             os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
             json.dump({"model": model_name, "rows": rows}, open(args.cache, "w"), default=_json_default)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
-           "model": model_name, "command": " ".join(sys.argv),
+    out = {**machine_stamp(detail=True), "model": model_name,
+           "command": " ".join(["python -m benchmarks.verification_operating_point", *sys.argv[1:]]),
            "options": {k: base[k] for k in verification.DEFAULTS},
            "current": report(rows, base, "current options")}
     if args.search:
@@ -225,9 +224,7 @@ def main(argv=None) -> int:
         print("searched thresholds:", out["searched_options"])
     print("per set (current):", json.dumps(out["current"]["per_set"]))
     print("wrong pairs rejected by (current):", out["current"]["wrong_rejected_by"])
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        json.dump(out, open(args.json, "w"), indent=1, default=_json_default)
+    write_report(out, args.json, show=False, default=_json_default)
     return 0
 
 

@@ -6,12 +6,11 @@ Used to choose the shipped model's working size and default threshold (models/MO
 it reports AUC@5/10, precision@3 and time per pair with the EVALUATION.md protocol.
 """
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import DATA
+from benchmarks.common import DATA, write_report
 from distillmatch_ros.checkpoint import load_checkpoint
 from distillmatch_ros.evaluation import evaluate_matcher
 from distillmatch_ros.matcher import Matcher
@@ -40,8 +39,7 @@ def main() -> int:
                 row.update({f"{name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
             rows.append(row)
             print(row, flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=1))
+    write_report(rows, a.json, show=False)
     return 0
 
 
