@@ -64,7 +64,7 @@ def main() -> int:
         print(key, json.dumps(row), flush=True)
     print("\n| variant | steps | homography AUC@3/5/10 | homography prec@3 | deform AUC@3/5/10 | deform prec@3 |")
     print("|---|---|---|---|---|---|")
-    for key, row in table.items():
+    for row in table.values():
         h, d = row[SETS[0]], row[SETS[1]]
         print(f"| {row['label']} | {row['step']} | {h['auc3']:.3f} / {h['auc5']:.3f} / {h['auc10']:.3f} | "
               f"{h['prec3']:.3f} | {d['auc3']:.3f} / {d['auc5']:.3f} / {d['auc10']:.3f} | {d['prec3']:.3f} |")

@@ -60,7 +60,8 @@ def window_sharpness(m: Matcher, files):
     for f in files:
         vis = load_pair_npz(f)["visible"]
         gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY) if vis.ndim == 3 else vis
-        x = torch.from_numpy(cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)[None, None]
+        small = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(small.astype(np.float32) / 255.0)[None, None]
         idx = torch.arange(gw + 1, gw * gh - gw - 1, 3).unsqueeze(0)  # interior cells
         with torch.no_grad():
             out = m.model(x, x, coarse_pairs=(idx, idx))

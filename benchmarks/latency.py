@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def main() -> int:
         row = {"size": s}
         for be in args.backends.split(","):
             m = project_matcher(size, be, tmpdir)
-            row[f"tiny_{be}_ms"] = median_ms(lambda: m.match(vis, th), args.repeats, warmup=2)
+            row[f"tiny_{be}_ms"] = median_ms(partial(m.match, vis, th), args.repeats, warmup=2)
             print(f"{s} tiny/{be}: {row[f'tiny_{be}_ms']:.1f} ms", flush=True)
         # The product as shipped: its fixed working size whatever the cameras' resolution.
         from distillmatch_ros.matcher import Matcher
@@ -101,7 +102,7 @@ def main() -> int:
         for be in args.backends.split(","):
             shipped = Matcher.from_pretrained(backend=be)
             ws = f"{shipped.input_size[0]}x{shipped.input_size[1]}"
-            shipped_ms[be] = row[f"shipped_{ws}_{be}_ms"] = median_ms(lambda: shipped.match(vis, th), args.repeats,
+            shipped_ms[be] = row[f"shipped_{ws}_{be}_ms"] = median_ms(partial(shipped.match, vis, th), args.repeats,
                                                                        warmup=2)
             print(f"{s} shipped matcher (working {ws}, {be}): {shipped_ms[be]:.1f} ms", flush=True)
         # The CPU product runs ONNX Runtime; compare the peers with it when it was timed.

@@ -66,7 +66,8 @@ def run(a) -> dict:
             k += 1
             for c in tester.take("corr"):
                 outputs += 1
-                latencies.append((tester.arrival_ns["corr"] - (c.header.stamp.sec * 10**9 + c.header.stamp.nanosec)) / 1e6)
+                stamp_ns = c.header.stamp.sec * 10**9 + c.header.stamp.nanosec
+                latencies.append((tester.arrival_ns["corr"] - stamp_ns) / 1e6)
             time.sleep(max(0.0, t0 + k / a.rate - time.perf_counter()))
         published = k
         alive = node.alive()

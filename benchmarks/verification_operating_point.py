@@ -127,7 +127,7 @@ def report(rows, opt, label=""):
         out["per_set"][s] = {"right": len(rr), "right_acceptance": float(accept(rr, opt).mean()),
                              "wrong": len(ww), "wrong_acceptance": float(accept(ww, opt).mean())}
     reasons = {}
-    for r, a in zip(wrong, aw):
+    for r, a in zip(wrong, aw, strict=True):
         if not a:
             why = verification.decide(_finite(r["features"]), opt).reason.split(" (")[0].split(" 0")[0]
             reasons[why] = reasons.get(why, 0) + 1
