@@ -1,8 +1,8 @@
 """The ablation table of models/MODEL_CARD.md: each run's best checkpoint on both val sets.
 
-    python benchmarks/ablation_table.py runs/ablation --json runs/ablation/table.json
+    python -m benchmarks.ablation_table runs/ablation --json runs/ablation/table.json
 
-Every checkpoint is scored with the EVALUATION.md protocol (``evaluation.evaluate_matcher``,
+Every checkpoint is scored with the evaluation protocol (``distillmatch_ros.evaluation.evaluate_matcher``,
 the same numbers as ../shared/tools/peer_eval.py) through ``Matcher``, at one threshold and at
 the working size the runs trained at, so the rows differ only in what each run switched off.
 The runs themselves come from ``training.train_matcher --ablation full|no_kd|no_v2i|no_cefg``

@@ -1,8 +1,8 @@
 """Where a checkpoint's localisation error comes from: each matching stage, measured separately.
 
-    python benchmarks/fine_level_probe.py models/distillmatch_tiny.pt --set roadscene_homography,m3svd_homography
+    python -m benchmarks.fine_level_probe models/distillmatch_tiny.pt --set roadscene_homography,m3svd_homography
 
-1. Stage errors on a val set: the returned matches' error (EVALUATION.md units, thermal px)
+1. Stage errors on a val set: the returned matches' error (the evaluation protocol's units, thermal px)
    when the thermal point is taken after the coarse level (cell centre), the 1/4 window, the
    1/2 window, and the sub-pixel refiner, and each stage's gain over the one before. A fine
    level that has learned lowers the error. Works for both fine stages ("window", "cross").

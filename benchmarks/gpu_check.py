@@ -1,6 +1,6 @@
 """One-call GPU check: TensorRT engine build, parity against PyTorch, FP16/FP32 timing at 640x512.
 
-    python benchmarks/gpu_check.py --size 640x512 --json out/gpu_check.json
+    python -m benchmarks.gpu_check --size 640x512 --json out/gpu_check.json
 
 Steps (each reported, none hidden by a failure of another):
 1. PyTorch CUDA eager FP32 and FP16 (autocast) median ms per pair at the working size;

@@ -1,6 +1,6 @@
 """Median latency per pair of the matcher's backends and of two peers, measured in one run.
 
-    python benchmarks/latency.py --sizes 320x256,640x512 --json out/latency.json
+    python -m benchmarks.latency --sizes 320x256,640x512 --json out/latency.json
 
 For each size WxH both images are WxH and the network runs at that working size (the tiny
 preset's weights are resolution-independent; the shipped model is used when present); the

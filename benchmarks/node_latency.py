@@ -1,8 +1,8 @@
 """End-to-end latency and throughput of matcher_node over DDS on loopback, against the Matcher
 call alone measured in the same run (the ROS overhead as a ratio).
 
-    python benchmarks/node_latency.py                       # shipped model, both CPU backends
-    python benchmarks/node_latency.py --model random --pairs 20 --backends onnxruntime
+    python -m benchmarks.node_latency                       # shipped model, both CPU backends
+    python -m benchmarks.node_latency --model random --pairs 20 --backends onnxruntime
 
 For each backend and thermal size (visible 1280x1024 bgr8, thermal mono16):
 * ``matcher``: ``Matcher.match`` on the same images in this process (same threads);

@@ -1,6 +1,6 @@
 """Why does pooling the verified inliers of many frames of a rig stop at a few pixels?
 
-    python benchmarks/rig_pooling_analysis.py BAG --gt-homography BAG.gt_homography.json --json out.json
+    python -m benchmarks.rig_pooling_analysis BAG --gt-homography BAG.gt_homography.json --json out.json
 
 Every synchronized pair of a rig bag (a known thermal -> visible homography, e.g. made with
 ``distillmatch make-bag --rig-homography``) is matched with the shipped model; the verified

@@ -1,7 +1,7 @@
 """Soak test: camera pairs at a fixed rate into matcher_node for minutes; watch memory and counters.
 
-    python benchmarks/soak.py --minutes 10                 # 30 Hz, 1280x1024 + 640x512, shipped model
-    python benchmarks/soak.py --minutes 0.3 --model random --visible 320x256 --thermal 160x128
+    python -m benchmarks.soak --minutes 10                 # 30 Hz, 1280x1024 + 640x512, shipped model
+    python -m benchmarks.soak --minutes 0.3 --model random --visible 320x256 --thermal 160x128
 
 Reports RSS over time (growth after warm-up: median of the last quarter of samples over the
 median of the first quarter after warm-up, min(60 s, 20 %) of the run), the node's counters (checks received =

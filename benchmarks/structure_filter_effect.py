@@ -1,6 +1,6 @@
 """Effect of dropping matches in flat cells (Matcher option ``min_structure``) on the protocol.
 
-    python benchmarks/structure_filter_effect.py --json runs/verify/protocol_structure.json
+    python -m benchmarks.structure_filter_effect --json runs/verify/protocol_structure.json
 
 Runs ``evaluation.evaluate_matcher`` with the shipped model on roadscene_homography and
 m3svd_homography (../shared/data), with ``min_structure`` 0 (no structure check, no filter) and

@@ -1,7 +1,7 @@
 """Operating point of the homography verification: wrong-pair and right-pair acceptance.
 
-    python benchmarks/verification_operating_point.py --json runs/verify/op.json
-    python benchmarks/verification_operating_point.py --cache runs/verify/features.json --search
+    python -m benchmarks.verification_operating_point --json runs/verify/op.json
+    python -m benchmarks.verification_operating_point --cache runs/verify/features.json --search
 
 Re-run this whenever the model changes: the thresholds (Matcher options ``verify_*``, see
 distillmatch_ros/verification.py) belong to a model.

@@ -1,9 +1,10 @@
 """Sweep the working size and confidence threshold of a checkpoint on the first val scenes.
 
-    python benchmarks/working_size_sweep.py runs/tiny_cpu/best.pt --limit 10 --json out/sweep.json
+    python -m benchmarks.working_size_sweep runs/tiny_cpu/best.pt --limit 10 --json out/sweep.json
 
 Used to choose the shipped model's working size and default threshold (models/MODEL_CARD.md);
-it reports AUC@5/10, precision@3 and time per pair with the EVALUATION.md protocol.
+it reports AUC@5/10, precision@3 and time per pair with the evaluation protocol
+(``distillmatch_ros.evaluation``).
 """
 import argparse
 from pathlib import Path
