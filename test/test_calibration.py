@@ -1,4 +1,4 @@
-"""Issue 12, part 2: rig calibration from pooled, verified frames (calibration.py, `distillmatch calibrate`)."""
+"""Rig calibration from pooled, verified frames (calibration.py, `distillmatch calibrate`)."""
 from __future__ import annotations
 
 import json
@@ -215,7 +215,7 @@ def test_calibrate_cli_errors_are_one_line(tmp_path, rig_bag):
 
 
 def test_calibrate_real_rig_bag_meets_target(tmp_path, shared_data, shipped_model):
-    """Issue 12 "Done when": 20 frames of all eight m3svd_val clips through one fixed rig
+    """The calibration target on real data: 20 frames of all eight m3svd_val clips through one fixed rig
     homography; calibrated mean corner error <= 2 px and <= a third of the per-pair median; and
     bag-eval in rig mode publishes a homography at least as good (AUC@10) as the per-pair fits.
     Runs the commands a user runs, as child processes."""

@@ -1,4 +1,4 @@
-"""Issue 13: the package as robots install it, not as an editable checkout.
+"""The package as robots install it, not as an editable checkout.
 
 * **wheel**: a wheel built from the checkout, installed into a fresh venv (no ROS), runs
   ``distillmatch demo`` from another folder with the real V2I-GAN, and both

@@ -1,4 +1,4 @@
-"""matcher_node as a real process over DDS on loopback (issue 3 "Done when", issue 7 fuzzing).
+"""matcher_node as a real process over DDS on loopback: its topics and counters end to end, and fuzzed input.
 
 One node process serves the tests of this module in order (start-up costs seconds); each test
 uses fresh, later stamps and checks counter deltas, so the tests do not depend on each other's

@@ -1,4 +1,4 @@
-"""Issue 13: matcher_node on image_transport's compressed topics, as robots publish cameras.
+"""matcher_node on image_transport's compressed topics, as robots publish cameras.
 
 One node process with both cameras on ``compressed`` (JPEG visible, 16-bit PNG thermal). The
 visible base topic is remapped, so the test also shows that the compressed topic follows the

@@ -1,4 +1,4 @@
-"""matcher_node with rig calibrations, as a real process (issue 12):
+"""matcher_node with rig calibrations, as a real process:
 
 * a calibration file is loaded and every pair is fused with it at camera rate (the network runs
   only at match_rate_hz), and a *wrong* file is reported as drift on /diagnostics;
