@@ -2,7 +2,7 @@
 working size, and how a report is printed and written (:func:`write_report`).
 
 Benchmarks run from the repository root as modules (``python -m benchmarks.<name>``), so the
-checkout's ``distillmatch_ros`` and ``benchmarks`` import without touching ``sys.path``.
+checkout's ``distillmatch_ros`` and ``benchmarks`` import as they are, with nothing added to the import path.
 """
 from __future__ import annotations
 
