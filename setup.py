@@ -17,7 +17,9 @@ def ros_wheels(distro: str) -> list:
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # distillmatch_ros.testing serves the checkout's tests and benchmarks (it finds config/ in the source
+    # tree), so installs leave it out.
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"], exclude=[f"{PACKAGE}.testing", f"{PACKAGE}.testing.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -1,8 +1,8 @@
 """The ablation table of models/MODEL_CARD.md: each run's best checkpoint on both val sets.
 
-    python benchmarks/ablation_table.py runs/ablation --json runs/ablation/table.json
+    python -m benchmarks.ablation_table runs/ablation --json runs/ablation/table.json
 
-Every checkpoint is scored with the EVALUATION.md protocol (``evaluation.evaluate_matcher``,
+Every checkpoint is scored with the evaluation protocol (``distillmatch_ros.evaluation.evaluate_matcher``,
 the same numbers as ../shared/tools/peer_eval.py) through ``Matcher``, at one threshold and at
 the working size the runs trained at, so the rows differ only in what each run switched off.
 The runs themselves come from ``training.train_matcher --ablation full|no_kd|no_v2i|no_cefg``
@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from distillmatch_ros.checkpoint import load_checkpoint  # noqa: E402
-from distillmatch_ros.evaluation import auc, evaluate_matcher  # noqa: E402
-from distillmatch_ros.matcher import Matcher  # noqa: E402
+from benchmarks.common import DATA, write_report
+from distillmatch_ros.checkpoint import load_checkpoint
+from distillmatch_ros.evaluation import auc, evaluate_matcher
+from distillmatch_ros.matcher import Matcher
 
 ROWS = (("full", "full model"), ("no_kd", "without distillation (L_KD)"),
         ("no_v2i", "without V2I-GAN pseudo-infrared"), ("no_cefg", "without modality-category injection (CEFG)"))
@@ -40,7 +38,7 @@ def paired_interval(errs_a, errs_b, t: float = 10.0, n: int = 2000, seed: int = 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", help="folder holding full/, no_kd/, no_v2i/, no_cefg/ (each with best.pt)")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--threshold", type=float, default=0.1)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -66,7 +64,7 @@ def main() -> int:
         print(key, json.dumps(row), flush=True)
     print("\n| variant | steps | homography AUC@3/5/10 | homography prec@3 | deform AUC@3/5/10 | deform prec@3 |")
     print("|---|---|---|---|---|---|")
-    for key, row in table.items():
+    for row in table.values():
         h, d = row[SETS[0]], row[SETS[1]]
         print(f"| {row['label']} | {row['step']} | {h['auc3']:.3f} / {h['auc5']:.3f} / {h['auc10']:.3f} | "
               f"{h['prec3']:.3f} | {d['auc3']:.3f} / {d['auc5']:.3f} / {d['auc10']:.3f} | {d['prec3']:.3f} |")
@@ -80,8 +78,7 @@ def main() -> int:
                 d = table["full"][s]["auc10"] - table[key][s]["auc10"]
                 table[key][s]["full_minus_this_auc10"] = {"diff": round(d, 3), "ci95": [round(lo, 3), round(hi, 3)]}
                 print(f"  {key:8s} {s:22s} {d:+.3f}  [{lo:+.3f}, {hi:+.3f}]")
-    if a.json:
-        Path(a.json).write_text(json.dumps(table, indent=1))
+    write_report(table, a.json, show=False)
     return 0
 
 

@@ -1,8 +1,8 @@
 """Where a checkpoint's localisation error comes from: each matching stage, measured separately.
 
-    python benchmarks/fine_level_probe.py models/distillmatch_tiny.pt --set roadscene_homography,m3svd_homography
+    python -m benchmarks.fine_level_probe models/distillmatch_tiny.pt --set roadscene_homography,m3svd_homography
 
-1. Stage errors on a val set: the returned matches' error (EVALUATION.md units, thermal px)
+1. Stage errors on a val set: the returned matches' error (the evaluation protocol's units, thermal px)
    when the thermal point is taken after the coarse level (cell centre), the 1/4 window, the
    1/2 window, and the sub-pixel refiner, and each stage's gain over the one before. A fine
    level that has learned lowers the error. Works for both fine stages ("window", "cross").
@@ -12,19 +12,15 @@
 """
 import argparse
 import glob
-import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from distillmatch_ros.evaluation import GroundTruth, load_pair_npz  # noqa: E402
-from distillmatch_ros.matcher import Matcher, scale_points  # noqa: E402
+from benchmarks.common import DATA, write_report
+from distillmatch_ros.evaluation import GroundTruth, load_pair_npz
+from distillmatch_ros.matcher import Matcher, scale_points
 
 STAGES = (("coarse cell", "coarse_thermal"), ("1/4 window", "fine4_thermal"), ("1/2 window", "fine2_thermal"),
           ("sub-pixel (returned)", "thermal_points"))
@@ -64,7 +60,8 @@ def window_sharpness(m: Matcher, files):
     for f in files:
         vis = load_pair_npz(f)["visible"]
         gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY) if vis.ndim == 3 else vis
-        x = torch.from_numpy(cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)[None, None]
+        small = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(small.astype(np.float32) / 255.0)[None, None]
         idx = torch.arange(gw + 1, gw * gh - gw - 1, 3).unsqueeze(0)  # interior cells
         with torch.no_grad():
             out = m.model(x, x, coarse_pairs=(idx, idx))
@@ -81,7 +78,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
     ap.add_argument("--set", default="roadscene_homography", help="npz set(s), comma-separated")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -95,9 +92,7 @@ def main() -> int:
             raise SystemExit(f"no *.npz pairs in {Path(a.data) / name}")
         report["sets"][name] = {"stage_errors": stage_errors(m, files, thr),
                                 "identical_image_windows": window_sharpness(m, files)}
-    print(json.dumps(report, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=1))
+    write_report(report, a.json)
     return 0
 
 

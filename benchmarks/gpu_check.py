@@ -1,6 +1,6 @@
 """One-call GPU check: TensorRT engine build, parity against PyTorch, FP16/FP32 timing at 640x512.
 
-    python benchmarks/gpu_check.py --size 640x512 --json out/gpu_check.json
+    python -m benchmarks.gpu_check --size 640x512 --json out/gpu_check.json
 
 Steps (each reported, none hidden by a failure of another):
 1. PyTorch CUDA eager FP32 and FP16 (autocast) median ms per pair at the working size;
@@ -16,17 +16,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from benchmarks.latency import sized_model, textured  # noqa: E402
+from benchmarks.common import parse_size, sized_model, textured, write_report
 
 
 def timed(fn, n=30, warm=5):
@@ -60,7 +56,7 @@ def main() -> int:
     ap.add_argument("--size", default="640x512")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    size = tuple(int(v) for v in a.size.split("x"))
+    size = parse_size(a.size)
     rep = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "torch": torch.__version__, "size": a.size}
     if not torch.cuda.is_available():
@@ -97,10 +93,7 @@ def main() -> int:
         rep["ort_cuda_parity"] = parity(ref, ort(vis, th))
     except Exception as exc:  # noqa: BLE001
         rep["onnxruntime_cuda_error"] = f"{type(exc).__name__}: {exc}"
-    print(json.dumps(rep, indent=1))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rep, indent=1))
+    write_report(rep, a.json)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Median latency per pair of the matcher's backends and of two peers, measured in one run.
 
-    python benchmarks/latency.py --sizes 320x256,640x512 --json out/latency.json
+    python -m benchmarks.latency --sizes 320x256,640x512 --json out/latency.json
 
 For each size WxH both images are WxH and the network runs at that working size (the tiny
 preset's weights are resolution-independent; the shipped model is used when present); the
@@ -12,24 +12,15 @@ Peers at the same size, same threads: kornia's LoFTR architecture with random we
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def textured(h, w, seed):
-    import cv2
-    rng = np.random.default_rng(seed)
-    return cv2.resize(rng.integers(0, 255, (h // 8, w // 8)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+from benchmarks.common import SHARED, machine_stamp, parse_size, sized_model, textured, write_report
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
@@ -41,17 +32,6 @@ def median_ms(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
-
-
-def sized_model(size):
-    """The shipped tiny model (random weights if not shipped yet) at working size ``size``."""
-    from distillmatch_ros.checkpoint import load_checkpoint
-    from distillmatch_ros.model import build_model, with_input_size
-    shipped = REPO / "models" / "distillmatch_tiny.pt"
-    if shipped.exists():
-        model, card = load_checkpoint(shipped)
-        return with_input_size(model, size), card, "shipped"
-    return build_model("tiny", input_size=list(size), pretrained_backbone=False).eval(), {}, "random"
 
 
 def project_matcher(size, backend, tmpdir: Path):
@@ -106,16 +86,15 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     import tempfile
     tmpdir = Path(tempfile.mkdtemp())
-    peers_dir = REPO.parent / "shared" / "peers"
-    results = {"machine": f"{platform.machine()} {platform.processor() or ''} threads={args.threads}",
-               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
+    peers_dir = SHARED / "peers"
+    results = {**machine_stamp(args.threads), "torch": torch.__version__, "rows": []}
     for s in args.sizes.split(","):
-        size = tuple(int(x) for x in s.split("x"))
+        size = parse_size(s)
         vis, th = textured(size[1], size[0], 1), textured(size[1], size[0], 2)
         row = {"size": s}
         for be in args.backends.split(","):
             m = project_matcher(size, be, tmpdir)
-            row[f"tiny_{be}_ms"] = median_ms(lambda: m.match(vis, th), args.repeats, warmup=2)
+            row[f"tiny_{be}_ms"] = median_ms(partial(m.match, vis, th), args.repeats, warmup=2)
             print(f"{s} tiny/{be}: {row[f'tiny_{be}_ms']:.1f} ms", flush=True)
         # The product as shipped: its fixed working size whatever the cameras' resolution.
         from distillmatch_ros.matcher import Matcher
@@ -123,7 +102,7 @@ def main() -> int:
         for be in args.backends.split(","):
             shipped = Matcher.from_pretrained(backend=be)
             ws = f"{shipped.input_size[0]}x{shipped.input_size[1]}"
-            shipped_ms[be] = row[f"shipped_{ws}_{be}_ms"] = median_ms(lambda: shipped.match(vis, th), args.repeats,
+            shipped_ms[be] = row[f"shipped_{ws}_{be}_ms"] = median_ms(partial(shipped.match, vis, th), args.repeats,
                                                                        warmup=2)
             print(f"{s} shipped matcher (working {ws}, {be}): {shipped_ms[be]:.1f} ms", flush=True)
         # The CPU product runs ONNX Runtime; compare the peers with it when it was timed.
@@ -146,10 +125,7 @@ def main() -> int:
         if "tiny_onnxruntime_ms" in row and "tiny_torch_ms" in row:
             row["onnxruntime_over_torch"] = row["tiny_onnxruntime_ms"] / row["tiny_torch_ms"]
         results["rows"].append(row)
-    print(json.dumps(results, indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    write_report(results, args.json)
     return 0
 
 

@@ -1,8 +1,8 @@
 """End-to-end latency and throughput of matcher_node over DDS on loopback, against the Matcher
 call alone measured in the same run (the ROS overhead as a ratio).
 
-    python benchmarks/node_latency.py                       # shipped model, both CPU backends
-    python benchmarks/node_latency.py --model random --pairs 20 --backends onnxruntime
+    python -m benchmarks.node_latency                       # shipped model, both CPU backends
+    python -m benchmarks.node_latency --model random --pairs 20 --backends onnxruntime
 
 For each backend and thermal size (visible 1280x1024 bgr8, thermal mono16):
 * ``matcher``: ``Matcher.match`` on the same images in this process (same threads);
@@ -14,24 +14,15 @@ The node matches every pair (rig_mode off). Fast DDS runs with config/fastdds_sh
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "test")]
-
-from node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary  # noqa: E402
-
-
-def _size(text):
-    w, h = text.lower().split("x")
-    return int(w), int(h)
+from benchmarks.common import parse_size, write_report
+from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary
 
 
 def _pct(values):
@@ -126,7 +117,7 @@ def main(argv=None):
     for backend in a.backends.split(","):
         for tsize in a.thermal.split(","):
             # a few different frames in turn: a repeated thermal frame counts as a frozen camera
-            frames = [textured_pair(i, vis_size=_size(a.visible), th_size=_size(tsize))[:2] for i in range(3)]
+            frames = [textured_pair(i, vis_size=parse_size(a.visible), th_size=parse_size(tsize))[:2] for i in range(3)]
             alone, name = matcher_alone(model, backend, a.threads, frames, a.pairs)
             node = node_run(tmp, model, backend, a.threads, frames, a.pairs, a.rate)
             row = {"backend": name, "visible": a.visible, "thermal": tsize, "matcher_ms": alone, **node,
@@ -137,9 +128,7 @@ def main(argv=None):
                   f"{row['overhead_ratio_p50']:.2f} | fused p50 {node['fused_latency_ms']['p50']:7.1f} ms | "
                   f"{node['throughput_hz']:.1f} Hz at {a.rate:g} Hz in | node: {node['node_breakdown']}", flush=True)
     info = {"model": str(model), "threads": a.threads, "cpu_count": os.cpu_count(), "rows": rows}
-    if a.json:
-        Path(a.json).write_text(json.dumps(info, indent=1))
-    return info
+    return write_report(info, a.json, show=False)
 
 
 if __name__ == "__main__":

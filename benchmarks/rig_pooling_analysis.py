@@ -1,6 +1,6 @@
 """Why does pooling the verified inliers of many frames of a rig stop at a few pixels?
 
-    python benchmarks/rig_pooling_analysis.py BAG --gt-homography BAG.gt_homography.json --json out.json
+    python -m benchmarks.rig_pooling_analysis BAG --gt-homography BAG.gt_homography.json --json out.json
 
 Every synchronized pair of a rig bag (a known thermal -> visible homography, e.g. made with
 ``distillmatch make-bag --rig-homography``) is matched with the shipped model; the verified
@@ -16,17 +16,13 @@ Errors of fits are the protocol's mean corner error in thermal px; residuals in 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from distillmatch_ros import calibration as C  # noqa: E402
-from distillmatch_ros import evaluation  # noqa: E402
+from benchmarks.common import write_report
+from distillmatch_ros import calibration as C
+from distillmatch_ros import evaluation
 
 
 def main(argv=None) -> int:
@@ -106,10 +102,7 @@ def main(argv=None) -> int:
                     "within_2px": round(float((np.linalg.norm(d, axis=1) < 2).mean()), 3),
                     "bias_px": np.round(d.mean(0), 2).tolist(),
                     "fit_error_px": round(evaluation.probe_error(truth, Hd), 2)}
-    print(json.dumps(out, indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_report(out, args.json)
     return 0
 
 

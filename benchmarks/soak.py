@@ -1,7 +1,7 @@
 """Soak test: camera pairs at a fixed rate into matcher_node for minutes; watch memory and counters.
 
-    python benchmarks/soak.py --minutes 10                 # 30 Hz, 1280x1024 + 640x512, shipped model
-    python benchmarks/soak.py --minutes 0.3 --model random --visible 320x256 --thermal 160x128
+    python -m benchmarks.soak --minutes 10                 # 30 Hz, 1280x1024 + 640x512, shipped model
+    python -m benchmarks.soak --minutes 0.3 --model random --visible 320x256 --thermal 160x128
 
 Reports RSS over time (growth after warm-up: median of the last quarter of samples over the
 median of the first quarter after warm-up, min(60 s, 20 %) of the run), the node's counters (checks received =
@@ -21,15 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "test")]
-
-from node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary  # noqa: E402
-
-
-def _size(text):
-    w, h = text.lower().split("x")
-    return int(w), int(h)
+from benchmarks.common import parse_size, write_report
+from distillmatch_ros.testing.node_harness import NodeProcess, Tester, bench_model, ros_env, textured_pair, vary
 
 
 def _num(v):
@@ -49,7 +42,7 @@ def run(a) -> dict:
     params = {"model": str(model), "backend": a.backend, "num_threads": a.threads, "diagnostics_period": 1.0}
     if a.per_pair:
         params["rig_mode"] = False
-    frames = [textured_pair(i, vis_size=_size(a.visible), th_size=_size(a.thermal))[:2] for i in range(5)]
+    frames = [textured_pair(i, vis_size=parse_size(a.visible), th_size=parse_size(a.thermal))[:2] for i in range(5)]
     node = NodeProcess(tmp, params, namespace="/dm_soak", name="soak_node")
     tester = None
     rss, latencies, outputs = [], [], 0
@@ -73,7 +66,8 @@ def run(a) -> dict:
             k += 1
             for c in tester.take("corr"):
                 outputs += 1
-                latencies.append((tester.arrival_ns["corr"] - (c.header.stamp.sec * 10**9 + c.header.stamp.nanosec)) / 1e6)
+                stamp_ns = c.header.stamp.sec * 10**9 + c.header.stamp.nanosec
+                latencies.append((tester.arrival_ns["corr"] - stamp_ns) / 1e6)
             time.sleep(max(0.0, t0 + k / a.rate - time.perf_counter()))
         published = k
         alive = node.alive()
@@ -143,13 +137,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-rss-growth", type=float, default=5.0, help="allowed RSS growth after warm-up [%%]")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
-    result = run(a)
-    if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=1))
-    short = {k: v for k, v in result.items() if k != "rss_mb"}
-    print(json.dumps(short, indent=1))
+    return write_report(run(a), a.json, show=_summary)
+
+
+def _summary(result: dict) -> None:
+    """The report without its RSS series (a sample every few seconds), then the series' ends."""
+    print(json.dumps({k: v for k, v in result.items() if k != "rss_mb"}, indent=1))
     print("RSS [s, MB]:", result["rss_mb"][:3], "...", result["rss_mb"][-3:])
-    return result
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Effect of dropping matches in flat cells (Matcher option ``min_structure``) on the protocol.
 
-    python benchmarks/structure_filter_effect.py --json runs/verify/protocol_structure.json
+    python -m benchmarks.structure_filter_effect --json runs/verify/protocol_structure.json
 
 Runs ``evaluation.evaluate_matcher`` with the shipped model on roadscene_homography and
 m3svd_homography (../shared/data), with ``min_structure`` 0 (no structure check, no filter) and
@@ -9,13 +9,9 @@ at its default, and prints AUC@3/5/10, precision@3 and NCM for both.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
+from benchmarks.common import DATA, write_report
 
 
 def main(argv=None) -> int:
@@ -38,9 +34,7 @@ def main(argv=None) -> int:
             r = evaluation.evaluate_matcher(m.match, str(DATA / s))
             out[f"{s} min_structure={ms}"] = {k: round(r[k], 3) for k in ("auc3", "auc5", "auc10", "prec3", "ncm")}
             print(s, ms, out[f"{s} min_structure={ms}"], flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_report(out, args.json, show=False)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Operating point of the homography verification: wrong-pair and right-pair acceptance.
 
-    python benchmarks/verification_operating_point.py --json runs/verify/op.json
-    python benchmarks/verification_operating_point.py --cache runs/verify/features.json --search
+    python -m benchmarks.verification_operating_point --json runs/verify/op.json
+    python -m benchmarks.verification_operating_point --cache runs/verify/features.json --search
 
 Re-run this whenever the model changes: the thresholds (Matcher options ``verify_*``, see
 distillmatch_ros/verification.py) belong to a model.
@@ -27,18 +27,14 @@ import glob
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
-
-from distillmatch_ros import evaluation, verification  # noqa: E402
+from benchmarks.common import DATA, machine_stamp, write_report
+from distillmatch_ros import evaluation, verification
 
 NPZ_SETS = ("roadscene_homography", "roadscene_deform", "m3svd_homography")
 
@@ -131,7 +127,7 @@ def report(rows, opt, label=""):
         out["per_set"][s] = {"right": len(rr), "right_acceptance": float(accept(rr, opt).mean()),
                              "wrong": len(ww), "wrong_acceptance": float(accept(ww, opt).mean())}
     reasons = {}
-    for r, a in zip(wrong, aw):
+    for r, a in zip(wrong, aw, strict=True):
         if not a:
             why = verification.decide(_finite(r["features"]), opt).reason.split(" (")[0].split(" 0")[0]
             reasons[why] = reasons.get(why, 0) + 1
@@ -203,8 +199,8 @@ def main(argv=None) -> int:
         if args.cache:
             os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
             json.dump({"model": model_name, "rows": rows}, open(args.cache, "w"), default=_json_default)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
-           "model": model_name, "command": " ".join(sys.argv),
+    out = {**machine_stamp(detail=True), "model": model_name,
+           "command": " ".join(["python -m benchmarks.verification_operating_point", *sys.argv[1:]]),
            "options": {k: base[k] for k in verification.DEFAULTS},
            "current": report(rows, base, "current options")}
     if args.search:
@@ -228,9 +224,7 @@ def main(argv=None) -> int:
         print("searched thresholds:", out["searched_options"])
     print("per set (current):", json.dumps(out["current"]["per_set"]))
     print("wrong pairs rejected by (current):", out["current"]["wrong_rejected_by"])
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        json.dump(out, open(args.json, "w"), indent=1, default=_json_default)
+    write_report(out, args.json, show=False, default=_json_default)
     return 0
 
 

@@ -1,24 +1,21 @@
 """Sweep the working size and confidence threshold of a checkpoint on the first val scenes.
 
-    python benchmarks/working_size_sweep.py runs/tiny_cpu/best.pt --limit 10 --json out/sweep.json
+    python -m benchmarks.working_size_sweep runs/tiny_cpu/best.pt --limit 10 --json out/sweep.json
 
 Used to choose the shipped model's working size and default threshold (models/MODEL_CARD.md);
-it reports AUC@5/10, precision@3 and time per pair with the EVALUATION.md protocol.
+it reports AUC@5/10, precision@3 and time per pair with the evaluation protocol
+(``distillmatch_ros.evaluation``).
 """
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from distillmatch_ros.checkpoint import load_checkpoint  # noqa: E402
-from distillmatch_ros.evaluation import evaluate_matcher  # noqa: E402
-from distillmatch_ros.matcher import Matcher  # noqa: E402
-from distillmatch_ros.model import with_input_size  # noqa: E402
+from benchmarks.common import DATA, write_report
+from distillmatch_ros.checkpoint import load_checkpoint
+from distillmatch_ros.evaluation import evaluate_matcher
+from distillmatch_ros.matcher import Matcher
+from distillmatch_ros.model import with_input_size
 
 
 def main() -> int:
@@ -27,7 +24,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="320x256,416x320,480x384")
     ap.add_argument("--thresholds", default="0.2,0.1")
     ap.add_argument("--limit", type=int, default=10)
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -43,8 +40,7 @@ def main() -> int:
                 row.update({f"{name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
             rows.append(row)
             print(row, flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=1))
+    write_report(rows, a.json, show=False)
     return 0
 
 

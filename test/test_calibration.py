@@ -15,6 +15,8 @@ from distillmatch_ros import calibration as C
 from distillmatch_ros.bag.make_bag import Pair, make_bag, write_gt_json
 from distillmatch_ros.pipeline import PairPipeline, PipelineConfig
 from distillmatch_ros.result import MatchResult
+from distillmatch_ros.testing.fakes import FakeMatcher
+from distillmatch_ros.testing.fakes import frames as pframes
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (320, 240)
@@ -185,8 +187,6 @@ def test_rig_mode_published_homography_is_pooled(rig_bag):
 
 
 def test_pipeline_calibration_drift_is_reported_not_replaced():
-    from test_pipeline import FakeMatcher  # noqa: F401 - the stand-in matcher of the pipeline tests
-    from test_pipeline import frames as pframes
     m = FakeMatcher()
     pipe = PairPipeline(m, PipelineConfig(match_rate_hz=5.0, drift_confirmations=2, fuse=False))
     wrong = m.H.copy()

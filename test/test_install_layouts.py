@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
-from node_harness import Tester, interfaces_available, ros_env, textured_pair
+
+from distillmatch_ros.testing.node_harness import Tester, interfaces_available, ros_env, textured_pair
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(

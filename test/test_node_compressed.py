@@ -12,7 +12,15 @@ import array
 import time
 
 import pytest
-from node_harness import NodeProcess, Tester, interfaces_available, ros_env, textured_pair, vary
+
+from distillmatch_ros.testing.node_harness import (
+    NodeProcess,
+    Tester,
+    interfaces_available,
+    ros_env,
+    textured_pair,
+    vary,
+)
 
 pytestmark = [
     pytest.mark.skipif(not interfaces_available(),

@@ -15,7 +15,15 @@ import time
 import numpy as np
 import pytest
 import yaml
-from node_harness import NodeProcess, Tester, interfaces_available, ros_env, textured_pair, vary
+
+from distillmatch_ros.testing.node_harness import (
+    NodeProcess,
+    Tester,
+    interfaces_available,
+    ros_env,
+    textured_pair,
+    vary,
+)
 
 pytestmark = [
     pytest.mark.skipif(not interfaces_available(),

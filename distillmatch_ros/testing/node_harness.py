@@ -1,4 +1,4 @@
-"""Helpers for tests that run matcher_node as a real process and talk to it over DDS.
+"""Helpers for tests and benchmarks that run matcher_node as a real process and talk to it over DDS.
 
 DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a random ROS_DOMAIN_ID per
 test session) and uses the shipped shared-memory profile, as the README tells users to.
@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout: distillmatch_ros/testing/ is two levels down
 PARAMS_FILE = ROOT / "config" / "matcher.yaml"
 SHM_PROFILE = ROOT / "config" / "fastdds_shm.xml"
 
@@ -133,19 +133,19 @@ class NodeProcess:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 self.proc.kill()
                 self.proc.wait()
                 self._log.close()
-                raise AssertionError(f"node did not stop on SIGINT within {timeout} s")
+                raise AssertionError(f"node did not stop on SIGINT within {timeout} s") from exc
         self._log.close()
         return self.proc.returncode
 
 
 class Tester:
-    __test__ = False  # not a test class
-
     """The test's own ROS node: publishes camera pairs, records what the matcher node publishes."""
+
+    __test__ = False  # not a test class
 
     def __init__(self, namespace: str = "/dm_test", reliable: bool = True,
                  compressed_topics: Optional[Tuple[str, str]] = None):
@@ -274,7 +274,8 @@ class Tester:
                 if "matcher_node" not in st.name:
                     continue
                 kind = st.name.split(": ")[-1]
-                out[f"{kind}.level"] = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
+                level = st.level
+                out[f"{kind}.level"] = int.from_bytes(level, "little") if isinstance(level, bytes) else int(level)
                 out[f"{kind}.message"] = st.message
                 out.update({kv.key: kv.value for kv in st.values})
             if out:

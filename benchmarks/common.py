@@ -1,0 +1,78 @@
+"""What several benchmarks share: the checkout's paths, synthetic images, the tiny model at a
+working size, and how a report is printed and written (:func:`write_report`).
+
+Benchmarks run from the repository root as modules (``python -m benchmarks.<name>``), so the
+checkout's ``distillmatch_ros`` and ``benchmarks`` import as they are, with nothing added to the import path.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# Data and peer weights live beside the checkout on the development machine, not in it.
+SHARED = REPO.parent / "shared"
+DATA = SHARED / "data"
+
+
+def parse_size(text: str) -> tuple:
+    """``"640x512"`` -> ``(640, 512)`` (width, height)."""
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def textured(h, w, seed):
+    """A smooth random gray image (uint8, h x w): texture a matcher can find, from any seed."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(0, 255, (h // 8, w // 8)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def sized_model(size):
+    """The shipped tiny model (random weights if not shipped yet) at working size ``size``."""
+    from distillmatch_ros.checkpoint import load_checkpoint
+    from distillmatch_ros.model import build_model, with_input_size
+    shipped = REPO / "models" / "distillmatch_tiny.pt"
+    if shipped.exists():
+        model, card = load_checkpoint(shipped)
+        return with_input_size(model, size), card, "shipped"
+    return build_model("tiny", input_size=list(size), pretrained_backbone=False).eval(), {}, "random"
+
+
+def write_report(result: Any, json_path: Optional[Union[str, Path]] = None, *,
+                 show: Union[bool, Callable[[Any], None]] = True,
+                 default: Optional[Callable[[Any], Any]] = None) -> Any:
+    """The end of a benchmark run: print its report and write it as JSON; returns ``result``.
+
+    ``show``: True prints the whole report as JSON; a callable prints its own summary (the
+    full report may be long); False prints nothing (the benchmark printed its rows as it went).
+    ``json_path``: the ``--json`` option; the report is written there (folders made) when set.
+    ``default``: for ``json.dumps``, for values JSON does not know (numpy scalars).
+    """
+    text = json.dumps(result, indent=1, default=default)
+    if callable(show):
+        show(result)
+    elif show:
+        print(text)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(text)
+    return result
+
+
+def machine_stamp(threads: Optional[int] = None, *, detail: bool = False) -> dict:
+    """``machine`` and ``date`` keys for a report: figures from different machines and days are
+    not comparable, so a report says where and when it was made.
+
+    Short form (timings): CPU architecture and processor, the torch thread count, the day.
+    ``detail``: the full platform string and the UTC time (runs repeated whenever the model changes).
+    """
+    if detail:
+        return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform()}
+    return {"machine": f"{platform.machine()} {platform.processor() or ''} threads={threads}",
+            "date": time.strftime("%Y-%m-%d")}
