@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from . import model_files, verification
+from . import model_files, preprocess, verification
 from .backends import make_backend
 from .checkpoint import load_checkpoint
 from .errors import InputError
@@ -23,14 +23,8 @@ DEFAULT_MODEL = model_files.MATCHER
 OPTIONS: Tuple[Option, ...] = (
     Option("match_threshold", None, "Match confidence threshold (dual softmax); unset = the checkpoint's own "
            "(0.1 for the shipped model)", range=(0.0, 1.0), kind=float),
-    Option("ransac_threshold", 3.0, "Homography inlier threshold (USAC MAGSAC) [visible px]", range=(0.1, 100.0)),
-    Option("ransac_confidence", 0.999, "Homography fit: RANSAC confidence", range=(0.0, 1.0)),
-    Option("ransac_max_iters", 2000, "Homography fit: most RANSAC iterations", range=(1, 1000000)),
-    Option("thermal_low_pct", 1.0, "Thermal normalisation: low percentile", range=(0.0, 50.0)),
-    Option("thermal_high_pct", 99.0, "Thermal normalisation: high percentile", range=(50.0, 100.0)),
-    Option("thermal_clahe", False, "Thermal normalisation: apply CLAHE"),
-    Option("thermal_min_span", 0.0, "Thermal normalisation: narrowest raw range stretched to 8 bits "
-           "(0 = 64 counts for 16-bit, 0.5 for float), so flat-field frames stay flat", range=(0.0, 1e6)),
+    *verification.FIT_OPTIONS,
+    *preprocess.OPTIONS,
     *verification.OPTIONS,
 )
 OPTION_SPECS: Dict[str, Option] = by_name(OPTIONS)

@@ -35,10 +35,11 @@ import cv2
 import numpy as np
 
 from . import calibration as calib
-from . import fusion
+from . import fusion, verification
 from .errors import InputError
 from .fusion import FUSION_MODES
 from .options import Option, dataclass_options, setting
+from .preprocess import thermal_gray
 from .result import MatchResult
 
 # The states a pair can be in; a state's index is its code in Correspondences.msg
@@ -450,10 +451,7 @@ class PairPipeline:
 
     def _thermal_gray(self, thermal: np.ndarray) -> np.ndarray:
         """The 8-bit thermal image the matcher sees (same normalisation options)."""
-        from .preprocess import normalize_thermal
-        o = getattr(self.matcher, "options", {}) or {}
-        return normalize_thermal(thermal, o.get("thermal_low_pct", 1.0), o.get("thermal_high_pct", 99.0),
-                                 o.get("thermal_clahe", False), o.get("thermal_min_span", 0.0))
+        return thermal_gray(thermal, getattr(self.matcher, "options", None))
 
     def _match_due(self, stamp_ns: int) -> bool:
         cfg = self.config
@@ -530,7 +528,9 @@ class PairPipeline:
         H, n = result.homography, result.num_inliers
         if len(self.pool) >= 2:
             tp, vp, _ = calib.balanced_points(self.pool.frames, 150)
-            thr = float((getattr(self.matcher, "options", {}) or {}).get("ransac_threshold", 3.0))
+            # the matcher's own fit threshold (a stand-in matcher may have no options)
+            options = {**verification.FIT_DEFAULTS, **(getattr(self.matcher, "options", None) or {})}
+            thr = float(options["ransac_threshold"])
             H_pool, mask = calib.robust_fit(tp, vp, thr)
             if H_pool is not None and mask.sum() >= self.config.min_inliers:
                 H_pool, w = calib.irls_fit(tp, vp, H_pool, 2.0 * thr)  # every frame contributes

@@ -6,10 +6,13 @@ high percentiles (optionally followed by CLAHE).
 """
 from __future__ import annotations
 
+from typing import Any, Mapping, Optional
+
 import cv2
 import numpy as np
 
 from .errors import InputError
+from .options import Option, defaults
 
 _THERMAL_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -39,8 +42,20 @@ def check_visible(visible: np.ndarray) -> np.ndarray:
 MIN_SPAN = {np.dtype(np.uint16): 64.0, np.dtype(np.float32): 0.5}
 
 
-def normalize_thermal(thermal: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0,
-                      clahe: bool = False, min_span: float = 0.0) -> np.ndarray:
+#: The thermal normalisation settings (Matcher options; the node's parameters).
+OPTIONS = (
+    Option("thermal_low_pct", 1.0, "Thermal normalisation: low percentile", range=(0.0, 50.0)),
+    Option("thermal_high_pct", 99.0, "Thermal normalisation: high percentile", range=(50.0, 100.0)),
+    Option("thermal_clahe", False, "Thermal normalisation: apply CLAHE"),
+    Option("thermal_min_span", 0.0, "Thermal normalisation: narrowest raw range stretched to 8 bits "
+           "(0 = 64 counts for 16-bit, 0.5 for float), so flat-field frames stay flat", range=(0.0, 1e6)),
+)
+DEFAULTS = defaults(OPTIONS)
+
+
+def normalize_thermal(thermal: np.ndarray, low_pct: float = DEFAULTS["thermal_low_pct"],
+                      high_pct: float = DEFAULTS["thermal_high_pct"], clahe: bool = DEFAULTS["thermal_clahe"],
+                      min_span: float = DEFAULTS["thermal_min_span"]) -> np.ndarray:
     """Validate a thermal image (HxW uint8/uint16/float32) and map it robustly to HxW uint8.
 
     uint8 images pass unchanged (they are already display-scaled by the camera); 16-bit counts
@@ -74,6 +89,14 @@ def normalize_thermal(thermal: np.ndarray, low_pct: float = 1.0, high_pct: float
     if clahe:
         out = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(out)
     return out
+
+
+def thermal_gray(thermal: np.ndarray, options: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+    """:func:`normalize_thermal` with a matcher's options (any missing one at its default): the
+    8-bit thermal image that matcher sees."""
+    o = {**DEFAULTS, **{k: v for k, v in (options or {}).items() if k in DEFAULTS}}
+    return normalize_thermal(thermal, o["thermal_low_pct"], o["thermal_high_pct"], o["thermal_clahe"],
+                             o["thermal_min_span"])
 
 
 def _check_size(image: np.ndarray, name: str) -> None:

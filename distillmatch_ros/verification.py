@@ -34,6 +34,14 @@ import numpy as np
 
 from .options import Option, defaults
 
+#: The robust fit whose inliers the verification judges (Matcher options; the node's parameters).
+FIT_OPTIONS: Tuple[Option, ...] = (
+    Option("ransac_threshold", 3.0, "Homography inlier threshold (USAC MAGSAC) [visible px]", range=(0.1, 100.0)),
+    Option("ransac_confidence", 0.999, "Homography fit: RANSAC confidence", range=(0.0, 1.0)),
+    Option("ransac_max_iters", 2000, "Homography fit: most RANSAC iterations", range=(1, 1000000)),
+)
+FIT_DEFAULTS: Dict[str, Any] = defaults(FIT_OPTIONS)
+
 #: The verification and structure settings (Matcher options; the node's parameters).
 OPTIONS: Tuple[Option, ...] = (
     Option("verify", True, "Verify each homography (inliers, spread, geometry); false = accept MAGSAC's"),

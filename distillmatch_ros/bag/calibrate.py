@@ -22,7 +22,7 @@ from .. import evaluation
 from ..errors import InputError
 from ..image_codec import decode_pair
 from ..pipeline import PairPipeline, PipelineConfig
-from ..preprocess import check_visible, normalize_thermal
+from ..preprocess import check_visible, thermal_gray
 from ..sync import DEFAULTS as SYNC_DEFAULTS
 from ..sync import ApproximateTimeSynchronizer, header_stamp_ns
 from .io import BagError, BagReader
@@ -69,8 +69,7 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
                 continue
             try:
                 vis, th = decode_pair(vmsg, tmsg)
-                th8 = normalize_thermal(th, opts.get("thermal_low_pct", 1.0), opts.get("thermal_high_pct", 99.0),
-                                        opts.get("thermal_clahe", False), opts.get("thermal_min_span", 0.0))
+                th8 = thermal_gray(th, opts)
             except InputError:
                 counts["bad"] += 1
                 continue
