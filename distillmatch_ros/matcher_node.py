@@ -252,10 +252,10 @@ class MatcherNode(Node):
             spec = np_.SPECS.get(param.name)
             if spec is None:
                 continue  # e.g. use_sim_time: rclpy handles it
-            problem = spec.problem(param.value, strict=True)  # ROS types, before any owner sees it
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-            changes[param.name] = spec.check(param.value, strict=True)
+            try:  # ROS types (and choices, which descriptors do not enforce), before any owner sees it
+                changes[param.name] = spec.check(param.value, strict=True)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         pipe, opts = np_.owned_by("pipeline", changes), np_.owned_by("matcher", changes)
         try:
             self.pipeline.config.changed(**pipe)

@@ -43,7 +43,7 @@ def _owned(owner: str, options: Tuple[Option, ...]) -> Tuple[Tuple[Option, str, 
     for o in options:
         default, doc = NODE_DEFAULTS.get(o.parameter, (o.default, None))
         param = dataclasses.replace(o, name=o.parameter, ros_name=None, default=default, doc=doc or o.doc,
-                                    kind=None, dynamic=True)
+                                    dynamic=True)
         out.append((param, owner, o.name))
     return tuple(out)
 

@@ -44,22 +44,9 @@ class Option:
         otherwise numpy scalars and whole floats for int settings are accepted too."""
         if value is None and self.default is None:
             return None
-        want = self.type
-        if want is bool:
-            ok = type(value) is bool or (not strict and type(value).__name__ == "bool_")
-        elif want is str:
-            ok = isinstance(value, str)
-        elif want is int:
-            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            ok = ok if strict else ok or (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                                          and math.isfinite(value) and float(value).is_integer())
-            ok = ok and (not strict or type(value) is int)
-        else:  # float
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            ok = ok and (not strict or type(value) in (int, float))
-        if not ok:
-            return f"{self.parameter if strict else self.name} must be {want.__name__}, got {type(value).__name__}"
-        name = self.parameter if strict else self.name
+        want, name = self.type, self.name
+        if not self._type_ok(value, strict):
+            return f"{name} must be {want.__name__}, got {type(value).__name__}"
         if want in (int, float) and not math.isfinite(value):
             return f"{name} must be finite, got {value}"
         if self.range is not None and not self.range[0] <= value <= self.range[1]:
@@ -67,6 +54,20 @@ class Option:
         if self.choices is not None and value not in self.choices:
             return f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
         return None
+
+    def _type_ok(self, value: Any, strict: bool) -> bool:
+        want = self.type
+        if want is str:
+            return isinstance(value, str)
+        if want is bool:
+            return type(value) is bool or (not strict and type(value).__name__ == "bool_")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if strict:  # a ROS parameter: int, or float (an int is fine where a float is wanted)
+            return type(value) is int if want is int else type(value) in (int, float)
+        if want is int:  # API: numpy integers and whole floats too
+            return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
+        return True
 
     def check(self, value: Any, strict: bool = False) -> Any:
         """``value`` converted to the option's type; raises ValueError naming the setting."""
