@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from .errors import DistillMatchError
+from .evaluation import homography_scale, project, thermal_corners
 from .options import Option, defaults
 
 Size = Tuple[int, int]  # (width, height)
@@ -266,28 +267,10 @@ def least_squares(tp: np.ndarray, vp: np.ndarray) -> Optional[np.ndarray]:
     return None if H is None or not np.isfinite(H).all() else H / H[2, 2]
 
 
-def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    p = np.asarray(pts, np.float64).reshape(-1, 2)
-    q = p @ H[:, :2].T + H[:, 2]
-    return q[:, :2] / q[:, 2:3]
-
-
-def corners(size: Size) -> np.ndarray:
-    w, h = size
-    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
-
-
-def local_scale(H: np.ndarray, size: Size) -> float:
-    """Visible px per thermal px at the thermal centre (the protocol's scale)."""
-    cx, cy = size[0] / 2.0, size[1] / 2.0
-    p0, px, py = project(H, [[cx, cy], [cx + 1, cy], [cx, cy + 1]])
-    return float(math.sqrt(abs(np.linalg.det(np.column_stack([px - p0, py - p0])))))
-
-
 def corner_distance(H1: np.ndarray, H2: np.ndarray, size: Size) -> float:
     """Mean distance of the thermal corners' images under two homographies, in thermal px."""
-    c = corners(size)
-    return float(np.linalg.norm(project(H1, c) - project(H2, c), axis=1).mean() / local_scale(H1, size))
+    c = thermal_corners(*size)
+    return float(np.linalg.norm(project(H1, c) - project(H2, c), axis=1).mean() / homography_scale(H1, *size))
 
 
 # -- dense refinement (CFOG-like descriptor, template search) --------------------------------
@@ -463,9 +446,9 @@ def bootstrap_uncertainty(H: np.ndarray, tp: np.ndarray, vp: np.ndarray, idx: np
     if resamples <= 0 or n_frames < 2:
         return {"method": "none (fewer than 2 frames)" if n_frames < 2 else "none", "mean": None, "max": None}
     rng = np.random.default_rng(seed)
-    c = corners(size)
+    c = thermal_corners(*size)
     ref = project(H, c)
-    scale = local_scale(H, size)
+    scale = homography_scale(H, *size)
     by_frame = [np.flatnonzero(idx == k) for k in range(n_frames)]
     d2 = []
     for _ in range(resamples):

@@ -42,8 +42,8 @@ def load_pair_npz(path: str) -> Dict[str, np.ndarray]:
     return pair
 
 
-def _project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply a homography to Nx2 points (float64 out)."""
+def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a 3x3 homography to (N, 2) points (float64 out)."""
     pts = np.asarray(pts, np.float64).reshape(-1, 2)
     if len(pts) == 0:
         return pts
@@ -57,7 +57,7 @@ def homography_scale(H: np.ndarray, width: int, height: int) -> float:
     (one-pixel steps along x and y), which is the protocol's local scale.
     """
     cx, cy = width / 2.0, height / 2.0
-    p0, px, py = _project(H, [[cx, cy], [cx + 1.0, cy], [cx, cy + 1.0]])
+    p0, px, py = project(H, [[cx, cy], [cx + 1.0, cy], [cx, cy + 1.0]])
     jac = np.column_stack([px - p0, py - p0])
     return float(np.sqrt(abs(np.linalg.det(jac))))
 
@@ -104,7 +104,7 @@ class GroundTruth:
         """Visible image of thermal points (NaN where the dense ground truth is undefined)."""
         pts = np.asarray(thermal_pts, np.float64).reshape(-1, 2)
         if self.H is not None:
-            return _project(self.H, pts)
+            return project(self.H, pts)
         # Dense ground truth is sampled at the nearest thermal pixel, clamped to the image.
         col = np.clip(np.rint(pts[:, 0]).astype(np.int64), 0, self.width - 1)
         row = np.clip(np.rint(pts[:, 1]).astype(np.int64), 0, self.height - 1)
@@ -149,7 +149,7 @@ def probe_error(truth: GroundTruth, H_est: np.ndarray) -> float:
     """Mean distance (thermal px) between an estimate's and the truth's images of the probes."""
     if H_est is None:
         return float("inf")
-    d = np.linalg.norm(_project(H_est, truth.probes) - truth(truth.probes), axis=1) / truth.scale
+    d = np.linalg.norm(project(H_est, truth.probes) - truth(truth.probes), axis=1) / truth.scale
     d = d[np.isfinite(d)]
     return float(d.mean()) if len(d) else float("inf")
 

@@ -37,6 +37,7 @@ import numpy as np
 from . import calibration as calib
 from . import fusion, verification
 from .errors import InputError
+from .evaluation import project
 from .fusion import FUSION_MODES
 from .options import Option, dataclass_options, setting
 from .preprocess import thermal_gray
@@ -195,13 +196,6 @@ class ThermalMonitor:
                     events.append("gain_change")
             self._prev_stats = stats
         return state, events
-
-
-def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply a 3x3 homography to (N, 2) points."""
-    p = np.asarray(pts, np.float64).reshape(-1, 2)
-    q = p @ H[:, :2].T + H[:, 2]
-    return q[:, :2] / q[:, 2:3]
 
 
 def scale_homography(thermal_size: Tuple[int, int], visible_size: Tuple[int, int]) -> np.ndarray:

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from distillmatch_ros.errors import InputError
-from distillmatch_ros.pipeline import LatencyStats, PairPipeline, PipelineConfig, project
+from distillmatch_ros.evaluation import project
+from distillmatch_ros.pipeline import LatencyStats, PairPipeline, PipelineConfig
 from distillmatch_ros.testing.fakes import H_TRUE, FakeMatcher, frames
 
 

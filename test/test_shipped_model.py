@@ -58,7 +58,8 @@ def test_pipeline_recovers_a_synthetic_rig_homography(matcher):
     seen through a known rig homography; needs no shared data. (A random network cannot do it.)"""
     import numpy as np
 
-    from distillmatch_ros.pipeline import PairPipeline, PipelineConfig, project
+    from distillmatch_ros.evaluation import project
+    from distillmatch_ros.pipeline import PairPipeline, PipelineConfig
     from distillmatch_ros.testing.node_harness import textured_pair
 
     pipe = PairPipeline(matcher, PipelineConfig(rig_mode=False, fuse=False))

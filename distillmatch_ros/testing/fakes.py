@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 
 from distillmatch_ros.errors import InputError
-from distillmatch_ros.pipeline import project
+from distillmatch_ros.evaluation import project
 from distillmatch_ros.result import MatchResult
 
 H_TRUE = np.array([[2.0, 0.05, 30.0], [-0.03, 2.0, 20.0], [0.0, 0.0, 1.0]])
@@ -39,3 +39,15 @@ def frames(k, tshape=(64, 80), dtype=np.uint8, seed=0):
     hi = 255 if dtype == np.uint8 else 30000
     th = rng.integers(0, hi, tshape).astype(dtype)
     return vis, th
+
+
+def write_pairs_folder(folder, pairs) -> str:
+    """Write make-bag ``Pair``s as the ``--pairs-dir`` layout (``visible/`` and ``thermal/``,
+    one PNG each per stem) that ``bag.make_bag.pairs_from_folder`` reads; returns the folder."""
+    from pathlib import Path
+    for sub in ("visible", "thermal"):
+        (Path(folder) / sub).mkdir(parents=True, exist_ok=True)
+    for p in pairs:
+        cv2.imwrite(str(Path(folder) / "visible" / f"{p.name}.png"), p.visible)
+        cv2.imwrite(str(Path(folder) / "thermal" / f"{p.name}.png"), p.thermal)
+    return str(folder)
