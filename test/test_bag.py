@@ -17,6 +17,7 @@ from distillmatch_ros.bag.make_bag import THERMAL_TOPIC, VISIBLE_TOPIC, Pair, ma
 from distillmatch_ros.bag.replay import bag_eval, load_gt_homography
 from distillmatch_ros.pipeline import PipelineConfig
 from distillmatch_ros.result import MatchResult
+from distillmatch_ros.testing.fakes import write_pairs_folder
 
 REPO = Path(__file__).resolve().parents[1]
 VIS_SIZE, TH_SIZE = (256, 192), (160, 128)
@@ -305,11 +306,7 @@ def test_demo_end_to_end(tmp_path, tiny_matcher, monkeypatch):
 
 
 def test_cli_make_bag_then_bag_eval(tmp_path, pairs, tiny_matcher, capsys):
-    for sub in ("visible", "thermal"):
-        (tmp_path / "pairs" / sub).mkdir(parents=True)
-    for p in pairs[:2]:
-        cv2.imwrite(str(tmp_path / "pairs" / "visible" / f"{p.name}.png"), p.visible)
-        cv2.imwrite(str(tmp_path / "pairs" / "thermal" / f"{p.name}.png"), p.thermal)
+    write_pairs_folder(tmp_path / "pairs", pairs[:2])
     bag = str(tmp_path / "rec")
     assert cli.main(["make-bag", bag, "--pairs-dir", str(tmp_path / "pairs"), "--storage", "mcap",
                      "--thermal-encoding", "32FC1", "--thermal-size", "160x128"]) == 0

@@ -16,6 +16,7 @@ from distillmatch_ros.bag.replay import bag_eval
 from distillmatch_ros.image_codec import thermal_to_numpy, visible_to_numpy
 from distillmatch_ros.pipeline import PipelineConfig
 from distillmatch_ros.result import MatchResult
+from distillmatch_ros.testing.fakes import write_pairs_folder
 
 VIS_SIZE, TH_SIZE = (256, 192), (160, 128)
 
@@ -98,11 +99,7 @@ def test_bag_eval_detects_compressed_topics(tmp_path, pairs):
 
 
 def test_cli_compressed_round_trip_and_one_line_errors(tmp_path, pairs, capsys):
-    for sub in ("visible", "thermal"):
-        (tmp_path / "pairs" / sub).mkdir(parents=True)
-    for p in pairs[:3]:
-        cv2.imwrite(str(tmp_path / "pairs" / "visible" / f"{p.name}.png"), p.visible)
-        cv2.imwrite(str(tmp_path / "pairs" / "thermal" / f"{p.name}.png"), p.thermal)
+    write_pairs_folder(tmp_path / "pairs", pairs[:3])
     bag = str(tmp_path / "rec")
     assert cli.main(["make-bag", bag, "--pairs-dir", str(tmp_path / "pairs"), "--compressed",
                      "--thermal-size", "160x128"]) == 0

@@ -16,17 +16,13 @@ import pytest
 from distillmatch_ros.testing.node_harness import (
     NodeProcess,
     Tester,
-    interfaces_available,
+    requires_node,
     ros_env,
     textured_pair,
     vary,
 )
 
-pytestmark = [
-    pytest.mark.skipif(not interfaces_available(),
-                       reason="distillmatch_msgs not built: run scripts/build_interfaces.sh"),
-]
-rclpy = pytest.importorskip("rclpy")
+pytestmark = requires_node()
 
 NS = "/dm_cmp"
 VIS_BASE = "/cam/front/image_raw"          # the visible camera's base topic after remapping

@@ -18,18 +18,13 @@ import yaml
 
 from distillmatch_ros.testing.node_harness import (
     NodeProcess,
-    Tester,
-    interfaces_available,
+    requires_node,
     ros_env,
     textured_pair,
     vary,
 )
 
-pytestmark = [
-    pytest.mark.skipif(not interfaces_available(),
-                       reason="distillmatch_msgs not built: run scripts/build_interfaces.sh"),
-]
-rclpy = pytest.importorskip("rclpy")
+pytestmark = requires_node()
 
 MS = 1_000_000
 VIS, TH = (640, 512), (320, 256)
@@ -76,12 +71,8 @@ def test_calibration_file_fuses_every_pair_and_a_wrong_file_is_drift(tmp_path, s
                                   "rig_mode": True, "rig_calibration_file": str(cal), "match_rate_hz": 2.0,
                                   "qos_reliability": "reliable", "diagnostics_period": 0.5,
                                   "drift_confirmations": 2}, namespace=ns, name="rigcal")
-    tester = None
-    try:
-        proc.wait_ready()
+    with proc.session(ns) as tester:
         assert "calibration=" + str(cal) in proc.log()
-        tester = Tester(ns)
-        tester.wait_connected()
         t0 = tester.now_ns()
         stamps = _publish(tester, 30, 10.0, t0)  # 3 s at 10 Hz
         # Every pair the worker takes is fused; a pair arriving while the network runs on the
@@ -112,10 +103,6 @@ def test_calibration_file_fuses_every_pair_and_a_wrong_file_is_drift(tmp_path, s
         assert any(m.alignment_state == 2 for m in corr)
         assert any(np.isfinite(m.drift_px) and m.drift_px > 20.0 for m in matched)
         assert proc.alive()
-    finally:
-        if tester is not None:
-            tester.close()
-        assert proc.stop() == 0, proc.log()[-2000:]
 
 
 def test_calibrate_service_pools_writes_and_switches(tmp_path, shipped_model):
@@ -128,11 +115,7 @@ def test_calibrate_service_pools_writes_and_switches(tmp_path, shipped_model):
                                   "calibration_output": str(out), "calibration_refine": False,
                                   "qos_reliability": "reliable", "diagnostics_period": 0.5},
                        namespace=ns, name="rigsrv")
-    tester = None
-    try:
-        proc.wait_ready()
-        tester = Tester(ns)
-        tester.wait_connected()
+    with proc.session(ns) as tester:
         cli = tester.node.create_client(Trigger, f"{ns}/matcher_node/calibrate")
         assert cli.wait_for_service(timeout_sec=20)
         fut = cli.call_async(Trigger.Request())
@@ -159,10 +142,6 @@ def test_calibrate_service_pools_writes_and_switches(tmp_path, shipped_model):
         _publish(tester, 3, 5.0, tester.now_ns(), seed=9)
         tester.wait_for(lambda: len(tester.peek("corr")) >= 3, 30, "correspondences after switching")
         assert any(m.calibrated for m in tester.take("corr"))
-    finally:
-        if tester is not None:
-            tester.close()
-        assert proc.stop() == 0, proc.log()[-2000:]
 
 
 def test_bad_calibration_file_fails_start_with_reason(tmp_path, tiny_checkpoint):

@@ -9,13 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from distillmatch_ros.testing.node_harness import interfaces_available
+from distillmatch_ros.testing.node_harness import requires_node
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not interfaces_available(),
-                                reason="distillmatch_msgs not built: run scripts/build_interfaces.sh")
+pytestmark = requires_node()
 
 
 def test_short_soak(tmp_path):

@@ -6,6 +6,7 @@ test session) and uses the shipped shared-memory profile, as the README tells us
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import random
 import signal
@@ -44,6 +45,17 @@ def interfaces_available() -> bool:
         return True
     except ImportError:
         return False
+
+
+def requires_node():
+    """The pytest mark of tests that run matcher_node: skip, with the reason, when the interface
+    package or rclpy is missing."""
+    import importlib.util
+
+    import pytest
+    missing = ("distillmatch_msgs not built: run scripts/build_interfaces.sh" if not interfaces_available()
+               else "rclpy is not installed" if importlib.util.find_spec("rclpy") is None else "")
+    return pytest.mark.skipif(bool(missing), reason=missing)
 
 
 def make_test_checkpoint(path: Path) -> Path:
@@ -110,6 +122,22 @@ class NodeProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    @contextlib.contextmanager
+    def session(self, namespace: str):
+        """``with proc.session(ns) as tester``: wait until the node is ready, yield a connected
+        :class:`Tester`; afterwards close it and require a clean exit on Ctrl-C."""
+        tester = None
+        try:
+            self.wait_ready()
+            tester = Tester(namespace)
+            tester.wait_connected()
+            yield tester
+        finally:
+            if tester is not None:
+                tester.close()
+            code = self.stop()
+            assert code == 0, f"node exit code {code} on SIGINT:\n{self.log()[-2000:]}"
 
     def serve(self):
         """For a pytest fixture: ``yield from proc.serve()`` waits until ready, yields the node,
