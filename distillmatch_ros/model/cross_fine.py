@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fine import local_expectation, sample_points, window_offsets
+from .fine import read_out, sample_points, window_offsets
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 1) -> nn.Sequential:
@@ -122,12 +122,7 @@ class CrossWindowLevel(nn.Module):
         centre = F.normalize(tv[:, tv.shape[1] // 2], dim=-1)
         logits = (F.normalize(tt, dim=-1) @ centre.unsqueeze(-1)).squeeze(-1) * self.log_scale.exp()
         logits = logits.reshape(b, k, -1)
-        prob = torch.softmax(logits, dim=-1)
-        if self.local:  # fine.local_expectation says why
-            expected = local_expectation(logits, win, self.window)
-        else:
-            expected = (prob.unsqueeze(-1) * win).sum(dim=2)
-        return logits, expected, tv, tt, prob
+        return logits, read_out(logits, win, self.window, self.local), tv, tt, torch.softmax(logits, dim=-1)
 
 
 class CrossFine(nn.Module):

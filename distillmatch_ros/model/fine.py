@@ -56,6 +56,14 @@ def local_expectation(logits: torch.Tensor, win: torch.Tensor, window: int, radi
     return (prob.unsqueeze(-1) * pos).sum(dim=2)
 
 
+def read_out(logits: torch.Tensor, win: torch.Tensor, window: int, local: bool) -> torch.Tensor:
+    """A window's position estimate: :func:`local_expectation`, or the soft-argmax over the whole
+    window (the read-out of checkpoints made before it). logits [B,K,n], win [B,K,n,2] -> [B,K,2]."""
+    if local:
+        return local_expectation(logits, win, window)
+    return (torch.softmax(logits, dim=-1).unsqueeze(-1) * win).sum(dim=2)
+
+
 class FineLevel(nn.Module):
     """Searches a window of one feature level for the thermal position of each visible point."""
 
@@ -81,11 +89,7 @@ class FineLevel(nn.Module):
             ft, fv = ft - mu, fv - mu.squeeze(2)
         fv, ft = F.normalize(fv, dim=-1), F.normalize(ft, dim=-1)
         logits = torch.einsum("bkc,bknc->bkn", fv, ft) * self.log_scale.exp()
-        if self.local:
-            return logits, local_expectation(logits, win, self.window), win
-        prob = torch.softmax(logits, dim=-1)
-        expected = (prob.unsqueeze(-1) * win).sum(dim=2)
-        return logits, expected, win
+        return logits, read_out(logits, win, self.window, self.local), win
 
 
 class SubpixelRefiner(nn.Module):
