@@ -20,10 +20,46 @@ import torch
 
 from .errors import BackendUnavailable
 from .model import DistillMatch, ExportWrapper
+from .options import Option
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 ONNX_OPSET = 17
+
+
+def _device_reason(device: str) -> Optional[str]:
+    """Why ``device`` cannot run a backend here; checked before a model loads, so that a typo is
+    an error rather than a silent fall-back to the CPU."""
+    if device == "":
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"must be cpu, cuda or cuda:N, got {device!r}"
+    if d.type == "cpu":
+        return None
+    if d.type != "cuda":
+        return f"must be cpu, cuda or cuda:N (every backend runs on one of them), got {device!r}"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return f"is {device!r}, but CUDA is not available here"
+    if d.index is not None and d.index >= count:
+        return f"is {device!r}, but only {count} CUDA device(s) are visible"
+    return None
+
+
+#: The torch device: the node's ``device`` parameter and the command line's --device.
+DEVICE = Option("device", "", "Torch device (e.g. cuda:0); empty = the backend's choice", dynamic=False,
+                validator=_device_reason)
+
+
+def check_device(device: Optional[str], backend: str = "auto") -> None:
+    """Raise BackendUnavailable when ``device`` is not usable, or not by ``backend``."""
+    problem = DEVICE.problem(device or "")
+    if problem:
+        raise BackendUnavailable(problem)
+    if backend == "tensorrt" and device and torch.device(device).type != "cuda":
+        raise BackendUnavailable(f"backend 'tensorrt' runs on CUDA only, not on device {device!r}")
 
 
 def cache_dir() -> Path:
@@ -62,8 +98,6 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: DistillMatch, device: Optional[str]):
-        if device and device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailable(f"device {device!r} requested but CUDA is not available")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
 
@@ -87,7 +121,8 @@ class OnnxRuntimeBackend:
         if device and device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
                 raise BackendUnavailable(f"onnxruntime has no CUDA provider here (has {available})")
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            index = torch.device(device).index or 0  # cuda:N runs on GPU N, as with torch
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         path = cache_dir() / f"distillmatch-{model_hash(model)}-{size_wh[0]}x{size_wh[1]}-op{ONNX_OPSET}.onnx"
@@ -159,10 +194,12 @@ def available_backends() -> list:
 
 
 def make_backend(name: str, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
-    if name == "auto":
-        if torch.cuda.is_available() and "tensorrt" in available_backends():
+    check_device(device, name)
+    if name == "auto":  # a device given picks among the backends that run on it
+        cuda = torch.cuda.is_available() and (not device or torch.device(device).type == "cuda")
+        if cuda and "tensorrt" in available_backends():
             name = "tensorrt"
-        elif torch.cuda.is_available():
+        elif cuda:
             name = "torch"
         else:
             name = "onnxruntime" if "onnxruntime" in available_backends() else "torch"

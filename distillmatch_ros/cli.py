@@ -2,8 +2,9 @@
 subcommands (``bag-eval``, ``calibrate``, ``make-bag``, ``demo``) registered by
 :mod:`distillmatch_ros.bag.cli`.
 
-Expected failures (unreadable image, bad model file, unusable backend) print one ``error:`` line
-and exit with status 2.
+Every value is checked as the command line is read (:mod:`distillmatch_ros.arguments`: numbers
+by their Option, output paths up front); a bad one, like an expected failure later (unreadable
+image, bad model file, unusable backend), prints one ``error:`` line and exits with status 2.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from .backends import BACKENDS
+from . import arguments
 from .errors import DistillMatchError
 from .fusion import FUSION_MODES
+from .matcher import OPTION_SPECS
 
 
 def read_image(path: str, what: str) -> np.ndarray:
@@ -44,10 +46,7 @@ def cmd_match(args) -> int:
     th = read_image(args.thermal, "thermal")
     matcher = Matcher.from_pretrained(args.model, backend=args.backend, device=args.device)
     if args.threshold is not None:
-        try:
-            matcher.set_options(match_threshold=args.threshold)
-        except ValueError as exc:
-            raise DistillMatchError(f"--threshold: {exc}") from None
+        matcher.set_options(match_threshold=args.threshold)
     r = matcher.match(vis, th)
     out = {
         "visible": args.visible, "thermal": args.thermal, "backend": matcher.backend,
@@ -57,12 +56,17 @@ def cmd_match(args) -> int:
         "visible_points": r.visible_points.tolist(), "thermal_points": r.thermal_points.tolist(),
         "scores": r.scores.tolist(), "inliers": r.inliers.astype(int).tolist(), "timings_ms": r.timings_ms,
     }
+    images = {}  # made before anything is written, so that a failure leaves no half result
+    if args.fused:
+        images[args.fused] = fuse(vis, th, r.homography, mode=args.fusion_mode)
+    if args.viz:
+        images[args.viz] = draw_matches(vis, th, r)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out))
-    if args.fused:
-        cv2.imwrite(args.fused, fuse(vis, th, r.homography, mode=args.fusion_mode))
-    if args.viz:
-        cv2.imwrite(args.viz, draw_matches(vis, th, r))
+    for path, img in images.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(path, img):
+            raise DistillMatchError(f"could not write {path}")
     h = f"none ({r.verification})" if r.homography is None else f"found (confidence {r.confidence:.2f})"
     print(f"{len(r)} matches, {r.num_inliers} inliers, homography {h}, "
           f"{r.timings_ms['total']:.0f} ms ({matcher.backend}) -> {args.out}")
@@ -77,21 +81,20 @@ def cmd_models(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .bag.cli import add_subcommands
-    ap = argparse.ArgumentParser(prog="distillmatch", description="Visible/thermal matching (DistillMatch).")
+    ap = arguments.Parser(prog="distillmatch", description="Visible/thermal matching (DistillMatch).")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("match", help="match one visible/thermal pair",
                        description="Match a visible and a thermal image; write matches and the "
                        "thermal->visible homography as JSON, optionally a fused image and a match picture.")
-    p.add_argument("visible")
-    p.add_argument("thermal")
-    p.add_argument("--out", required=True, help="result JSON")
-    p.add_argument("--fused", default=None, help="write the fused image (PNG/JPEG)")
+    p.add_argument("visible", type=arguments.text())
+    p.add_argument("thermal", type=arguments.text())
+    p.add_argument("--out", required=True, type=arguments.output(), help="result JSON")
+    p.add_argument("--fused", default=None, type=arguments.output(image=True),
+                   help="write the fused image (PNG/JPEG)")
     p.add_argument("--fusion-mode", default=FUSION_MODES[0], choices=FUSION_MODES)
-    p.add_argument("--viz", default=None, help="write a side-by-side match picture")
-    p.add_argument("--model", default=None, help="checkpoint file or shipped model name")
-    p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
-    p.add_argument("--device", default=None)
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--viz", default=None, type=arguments.output(image=True), help="write a side-by-side match picture")
+    arguments.add_matcher_args(p)
+    p.add_argument("--threshold", type=arguments.number(OPTION_SPECS["match_threshold"]), default=None,
                    help="match confidence threshold in [0, 1] (default: the model's own)")
     p.set_defaults(func=cmd_match)
     p = sub.add_parser("models", help="list where shipped models are looked for and what was found",
@@ -112,7 +115,11 @@ def run(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run(build_parser().parse_args(argv))
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad command line (exit 2) or --help (0), as a return value
+        return e.code if isinstance(e.code, int) else 2
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from . import model_files, preprocess, verification
-from .backends import make_backend
+from .backends import check_device, make_backend
 from .checkpoint import load_checkpoint
 from .errors import InputError
 from .options import Option, by_name, check_all, defaults
@@ -47,6 +47,7 @@ class Matcher:
 
     def __init__(self, model_path: os.PathLike | str, backend: str = "auto", device: Optional[str] = None,
                  **options: Any):
+        check_device(device, backend)  # before the model loads: a bad device fails fast
         self.model_path = Path(model_path)
         model, card = load_checkpoint(self.model_path)
         self._setup(model, card, backend, device, options)

@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any, Dict, Tuple
 
 from . import calibration, matcher, sync
-from .backends import BACKENDS
+from .backends import BACKENDS, DEVICE
 from .options import Option
 from .pipeline import PipelineConfig
 
@@ -51,7 +51,7 @@ def _owned(owner: str, options: Tuple[Option, ...]) -> Tuple[Tuple[Option, str, 
 _MODEL = (
     _node("model", "", "Checkpoint file (.pt) or shipped model name; empty = the shipped default model"),
     _node("backend", "auto", "Inference backend", choices=("auto",) + BACKENDS),
-    _node("device", "", "Torch device (e.g. cuda:0); empty = the backend's choice"),
+    DEVICE,
     _node("num_threads", 0, "CPU threads for inference; 0 = library default", range=(0, 256)),
 )
 _INPUT = (

@@ -11,14 +11,16 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 
 @dataclass(frozen=True)
 class Option:
     """A setting. ``default`` None means "decided elsewhere" (e.g. by the checkpoint); its type
     is then given by ``kind``. ``range`` is inclusive; ``ros_name`` is the node parameter's name
-    when it differs (e.g. PipelineConfig.fuse is published as ``publish_fused``)."""
+    when it differs (e.g. PipelineConfig.fuse is published as ``publish_fused``). ``validator``
+    is a further check a range cannot say (e.g. a torch device): the reason a value is wrong, to
+    follow the name (``"must be ..."``), or None."""
 
     name: str
     default: Any
@@ -28,6 +30,7 @@ class Option:
     kind: Optional[type] = None
     ros_name: Optional[str] = None
     dynamic: bool = True  # node only: may change while the node runs
+    validator: Optional[Callable[[Any], Optional[str]]] = None
 
     @property
     def type(self) -> type:
@@ -53,7 +56,8 @@ class Option:
             return f"{name} must be in [{self.range[0]}, {self.range[1]}], got {value}"
         if self.choices is not None and value not in self.choices:
             return f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
-        return None
+        reason = self.validator(value) if self.validator is not None else None
+        return f"{name} {reason}" if reason else None
 
     def _type_ok(self, value: Any, strict: bool) -> bool:
         want = self.type

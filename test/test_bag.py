@@ -96,6 +96,54 @@ def test_make_bag_rates_encodings_and_rig_warp(tmp_path, pairs):
     assert abs(int(expect[64, 80]) - gray_vis[int(round(v)), int(round(u))]) < 25
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_pairs_folder_keeps_16_bit_thermal(tmp_path, compressed):
+    """Radiometric counts in 16-bit PNGs reach the bag unchanged (raw Image, and 16-bit PNG)."""
+    from distillmatch_ros.image_codec import compressed_to_numpy, image_to_numpy
+
+    rng = np.random.default_rng(2)
+    source = []
+    for sub in ("visible", "thermal"):
+        (tmp_path / "pairs" / sub).mkdir(parents=True)
+    for k in range(3):
+        cv2.imwrite(str(tmp_path / "pairs" / "visible" / f"p{k}.png"), rng.integers(0, 255, (96, 128, 3), np.uint8))
+        source.append(rng.integers(20000, 40000, (96, 128), np.uint16))  # far beyond 8 bits
+        cv2.imwrite(str(tmp_path / "pairs" / "thermal" / f"p{k}.png"), source[-1])
+    (tmp_path / "eye.json").write_text(json.dumps(np.eye(3).tolist()))  # the rig leaves pixels in place
+    bag = str(tmp_path / "rec")
+    assert cli.main(["make-bag", bag, "--pairs-dir", str(tmp_path / "pairs"), "--rig-homography",
+                     str(tmp_path / "eye.json"), "--thermal-encoding", "mono16"]
+                    + (["--compressed"] if compressed else [])) == 0
+    decode = compressed_to_numpy if compressed else image_to_numpy
+    with BagReader(bag) as r:
+        recorded = [decode(m) for _, _, m in r.messages([THERMAL_TOPIC + ("/compressed" if compressed else "")])]
+    assert len(recorded) == 3
+    for got, want in zip(recorded, source, strict=True):
+        assert got.dtype == np.uint16 and np.array_equal(got, want)
+
+
+def test_make_bag_api_checks_its_settings(tmp_path, pairs):
+    from distillmatch_ros.bag.make_bag import pairs_from_folder, pairs_from_npz
+
+    folder = write_pairs_folder(tmp_path / "pairs", pairs[:3])
+    assert [p.name for p in pairs_from_folder(folder, limit=2)] == ["p0", "p1"]
+    assert len(pairs_from_folder(folder)) == 3
+    with pytest.raises(BagError, match=r"limit must be in \[1, "):
+        pairs_from_folder(folder, limit=-1)
+    for kw, msg in (({"visible_size": (0, 0)}, r"visible_size must be in \[8, "),
+                    ({"thermal_size": (64, 99999)}, "thermal_size must be in"),
+                    ({"compressed": True, "jpeg_quality": 500}, r"jpeg_quality must be in \[1, 100\]"),
+                    ({"visible_rate": 0.0}, "visible_rate must be in")):
+        with pytest.raises(BagError, match=msg):
+            make_bag(str(tmp_path / "bag"), pairs, **kw)
+        assert not (tmp_path / "bag").exists()
+    th = np.random.default_rng(0).integers(0, 65535, (96, 128), np.uint16)
+    np.savez(tmp_path / "a.npz", visible=pairs[0].visible, thermal=th, H=np.eye(3))
+    np.savez(tmp_path / "b.npz", visible=pairs[0].visible, thermal=th, H=np.eye(3))
+    got = pairs_from_npz([str(tmp_path / "b.npz"), str(tmp_path / "a.npz")], limit=1)
+    assert [p.name for p in got] == ["a.npz"] and np.array_equal(got[0].thermal, th)
+
+
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_bag_eval_both_storages(tmp_path, pairs, storage):
     path, info = _bag(tmp_path, pairs, storage, thermal_encoding="16UC1")
@@ -318,4 +366,9 @@ def test_cli_make_bag_then_bag_eval(tmp_path, pairs, tiny_matcher, capsys):
     assert rc == 0, capsys.readouterr().err
     s = json.loads((tmp_path / "r" / "report.json").read_text())
     assert s["pairs_evaluated"] >= 1 and s["info"]["rig_mode"] is False and "auc" in s
-    assert "AUC@3/5/10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "AUC@3/5/10" in out and (tmp_path / "r" / "fused").is_dir() and "fused/" in out
+    rc = cli.main(["bag-eval", bag, "--report", str(tmp_path / "r0"), "--examples", "0", "--model",
+                   str(tiny_matcher.model_path), "--backend", "torch", "--rig-mode", "off", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and not (tmp_path / "r0" / "fused").exists() and "fused/" not in out

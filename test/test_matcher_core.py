@@ -189,6 +189,24 @@ def test_backend_selection_errors(tiny_checkpoint):
     assert Matcher(tiny_checkpoint, backend="auto").backend in ("onnxruntime", "torch", "tensorrt")
 
 
+def test_device_is_checked_before_the_model_loads(tmp_path, tiny_checkpoint):
+    from distillmatch_ros import node_params
+    from distillmatch_ros.backends import check_device
+
+    for bad in ("banana", "cuda:x", "meta", "CPU"):
+        with pytest.raises(BackendUnavailable, match="device must be cpu, cuda or cuda:N"):
+            Matcher(tmp_path / "missing.pt", backend="auto", device=bad)  # the device, not the missing file
+    with pytest.raises(BackendUnavailable, match="cuda:99"):
+        Matcher(tmp_path / "missing.pt", backend="onnxruntime", device="cuda:99")
+    with pytest.raises(BackendUnavailable, match="CUDA only"):
+        check_device("cpu", "tensorrt")
+    assert "device must be" in node_params.SPECS["device"].problem("banana", strict=True)
+    assert node_params.SPECS["device"].problem("", strict=True) is None
+    m = Matcher(tiny_checkpoint, backend="auto", device="cpu")  # auto keeps to the device asked for
+    assert m.backend in ("onnxruntime", "torch")
+    assert m.backend == "onnxruntime" or m._backend.device.type == "cpu"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT needs a CUDA GPU; none here")
 def test_tensorrt_matches_torch(tiny_checkpoint):
     pytest.importorskip("torch_tensorrt", reason="torch-tensorrt not installed (extra 'tensorrt')")

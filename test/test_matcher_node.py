@@ -340,6 +340,18 @@ def test_missing_model_fails_fast(tmp_path):
     assert "model file not found" in proc.log() and str(tmp_path / "nope.pt") in proc.log()
 
 
+def test_bad_device_fails_fast(tmp_path):
+    """The node checks ``device`` by the definition the command line uses, before loading a model."""
+    ros_env()
+    proc = NodeProcess(tmp_path, {"model": str(tmp_path / "nope.pt"), "device": "banana"}, namespace="/dm_device")
+    try:
+        code = proc.proc.wait(timeout=60)
+    finally:
+        proc.stop()
+    assert code == 2
+    assert "device must be cpu, cuda or cuda:N, got 'banana'" in proc.log() and "nope.pt" not in proc.log()
+
+
 def test_declared_parameters_match_table(node, tester):
     """The running node declares exactly the table's parameters, with its ranges and read-only flags."""
     from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters

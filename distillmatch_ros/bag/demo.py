@@ -14,15 +14,19 @@ from typing import Optional
 
 import numpy as np
 
+from ..options import Option
+from .io import BagError
 from .make_bag import make_bag, write_gt_json
 from .sample import sample_pairs, write_sample_inputs
 
 VISIBLE_SIZE = (640, 480)
 THERMAL_SIZE = (320, 256)
+#: demo's --views: views cropped from each of the four bundled photos.
+VIEWS = Option("views", 3, "Views per photo (4 photos)", range=(1, 20))
 
 
 def run_demo(out: str, model: Optional[str] = None, backend: str = "auto", device: Optional[str] = None,
-             storage: str = "mcap", views: int = 3, progress: bool = True, matcher=None,
+             storage: str = "mcap", views: int = VIEWS.default, progress: bool = True, matcher=None,
              thermal_source: Optional[str] = None) -> dict:
     """Write DIR/recording (bag + ground truth + inputs), DIR/report and DIR/output_bag.
 
@@ -32,6 +36,9 @@ def run_demo(out: str, model: Optional[str] = None, backend: str = "auto", devic
     from ..pipeline import PipelineConfig
     from .replay import bag_eval
 
+    problem = VIEWS.problem(views)
+    if problem:
+        raise BagError(problem)
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     bag = os.path.join(out, "recording")

@@ -25,16 +25,34 @@ import numpy as np
 
 from .. import image_codec
 from ..errors import InputError
+from ..options import Option, by_name
 from .io import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagWriter
 
 VISIBLE_TOPIC = "/camera/visible/image_raw"
 THERMAL_TOPIC = "/camera/thermal/image_raw"
 START_NS = 1_700_000_000 * 1_000_000_000  # a plausible wall-clock epoch for the first frame
 
+#: The recording's settings (make-bag's --limit, --visible-rate, ...); sizes are checked per side.
+OPTIONS: Tuple[Option, ...] = (
+    Option("limit", None, "Most pairs to read (default: all)", range=(1, 1_000_000), kind=int),
+    Option("visible_rate", 30.0, "Visible camera rate [Hz]", range=(0.1, 1000.0)),
+    Option("thermal_rate", 9.0, "Thermal camera rate [Hz]", range=(0.1, 1000.0)),
+    Option("visible_size", None, "Visible image width and height [px] (default: the first visible image's)",
+           range=(8, 16384), kind=int),
+    Option("thermal_size", None, "Thermal image width and height [px] (default: the visible size)",
+           range=(8, 16384), kind=int),
+    Option("jpeg_quality", 95, "JPEG quality of compressed visible images (image_transport's default)",
+           range=(1, 100)),
+)
+SPECS = by_name(OPTIONS)
+
 
 @dataclass
 class Pair:
-    """A visible BGR/gray uint8 image, a thermal uint8 image, and thermal -> visible truth."""
+    """A visible BGR/gray uint8 image, a thermal image, and thermal -> visible truth.
+
+    The thermal image is uint8, or uint16 radiometric counts, which are recorded unchanged in
+    16-bit encodings (a camera's counts must reach the bag as the camera sent them)."""
 
     visible: np.ndarray
     thermal: np.ndarray
@@ -43,7 +61,10 @@ class Pair:
 
 
 def pairs_from_folder(folder: str, limit: Optional[int] = None) -> List[Pair]:
-    """Aligned pairs from ``folder/visible/*`` and ``folder/thermal/*`` with matching file stems."""
+    """Aligned pairs from ``folder/visible/*`` and ``folder/thermal/*`` with matching file stems.
+
+    Thermal images keep their bit depth (a 16-bit PNG or TIFF stays uint16)."""
+    _check("limit", limit)
     vis_dir, th_dir = os.path.join(folder, "visible"), os.path.join(folder, "thermal")
     if not (os.path.isdir(vis_dir) and os.path.isdir(th_dir)):
         raise BagError(f"{folder} must contain visible/ and thermal/ sub-folders")
@@ -54,13 +75,15 @@ def pairs_from_folder(folder: str, limit: Optional[int] = None) -> List[Pair]:
         if stem not in thermal:
             continue
         v = cv2.imread(vp, cv2.IMREAD_COLOR)
-        t = cv2.imread(thermal[stem], cv2.IMREAD_GRAYSCALE)
+        t = cv2.imread(thermal[stem], cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)  # 16 bits stay 16
         if v is None or t is None:
             raise BagError(f"cannot read image pair {stem} in {folder}")
+        if t.dtype not in (np.uint8, np.uint16):
+            raise BagError(f"{thermal[stem]}: thermal images must be 8 or 16 bit, got {t.dtype}")
         # Aligned sets share one view; a size difference is a plain rescale.
         S = np.diag([v.shape[1] / t.shape[1], v.shape[0] / t.shape[0], 1.0])
         out.append(Pair(v, t, S, stem))
-        if limit and len(out) >= limit:
+        if limit is not None and len(out) >= limit:
             break
     if not out:
         raise BagError(f"no pairs with matching names in {vis_dir} and {th_dir}")
@@ -68,9 +91,12 @@ def pairs_from_folder(folder: str, limit: Optional[int] = None) -> List[Pair]:
 
 
 def pairs_from_npz(paths: Sequence[str], limit: Optional[int] = None) -> List[Pair]:
-    """Pairs from npz files of the shared format; only homography ('H') ground truth is usable."""
+    """Pairs from npz files of the shared format; only homography ('H') ground truth is usable.
+
+    uint8 and uint16 thermal images are kept; other types are scaled to 8 bits."""
     from ..evaluation import load_pair_npz
 
+    _check("limit", limit)
     out = []
     for p in sorted(paths)[:limit]:
         z = load_pair_npz(p)
@@ -78,12 +104,23 @@ def pairs_from_npz(paths: Sequence[str], limit: Optional[int] = None) -> List[Pa
             raise BagError(f"{p}: dense ('grid') ground truth cannot be re-warped by a rig homography; "
                            "use pairs with 'H' ground truth")
         th = z["thermal"]
-        if th.dtype != np.uint8:
+        if th.dtype not in (np.uint8, np.uint16):
             th = cv2.normalize(th, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
         out.append(Pair(z["visible"], th, np.asarray(z["H"], np.float64), os.path.basename(p)))
     if not out:
         raise BagError("no npz pairs given")
     return out
+
+
+def _check(name: str, value):
+    """``value`` checked by the option ``name`` (sizes: each side); raises BagError."""
+    sides = isinstance(value, (tuple, list))
+    if sides and len(value) != 2:
+        raise BagError(f"{name} must be (width, height), got {value!r}")
+    for v in (value if sides else [value]):
+        problem = SPECS[name].problem(v)
+        if problem:
+            raise BagError(problem)
 
 
 def default_rig_homography(visible_size: Tuple[int, int], thermal_size: Tuple[int, int],
@@ -139,7 +176,16 @@ def encode_thermal(t8: np.ndarray, encoding: str) -> np.ndarray:
 
     16-bit: radiometric-looking counts (offset 7000, 30 counts per grey level), so that the
     node's percentile normalisation is exercised; 32FC1: degrees Celsius (10 + 0.15 per level).
+    A uint16 image already holds counts: 16-bit encodings record it unchanged, 32FC1 as float
+    counts, mono8 scaled to its range.
     """
+    if t8.dtype == np.uint16:
+        if encoding in ("mono16", "16UC1"):
+            return t8
+        if encoding == "32FC1":
+            return t8.astype(np.float32)
+        if encoding == "mono8":
+            return cv2.normalize(t8, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if encoding == "mono8":
         return t8
     if encoding in ("mono16", "16UC1"):
@@ -189,6 +235,9 @@ def make_bag(out: str, pairs: Sequence[Pair], *, storage: str = "sqlite3", visib
     """
     if not pairs:
         raise BagError("no pairs to write")
+    for name, value in (("visible_rate", visible_rate), ("thermal_rate", thermal_rate), ("jpeg_quality", jpeg_quality),
+                        ("visible_size", visible_size), ("thermal_size", thermal_size)):
+        _check(name, value)
     first = pairs[0].visible
     visible_size = tuple(visible_size or (first.shape[1], first.shape[0]))
     thermal_size = tuple(thermal_size or visible_size)

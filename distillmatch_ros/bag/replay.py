@@ -37,6 +37,7 @@ from ..image_codec import (
     decode_pair,
     is_compressed,
 )
+from ..options import Option
 from ..pipeline import PairPipeline, PipelineConfig
 from ..sync import DEFAULTS as SYNC_DEFAULTS
 from ..sync import ApproximateTimeSynchronizer, header_stamp_ns
@@ -84,6 +85,10 @@ def _check_encodings(reader: BagReader, visible_topic: str, thermal_topic: str) 
             return
 
 
+#: bag-eval's --examples: fused frames saved in the report (fused/, fused_examples.jpg).
+EXAMPLES = Option("examples", 4, "Example fused frames saved in the report", range=(0, 1000))
+
+
 def _pick(n_expected: int, k: int) -> set:
     if n_expected <= 0 or k <= 0:
         return set()
@@ -94,7 +99,7 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
              gt_homography: Optional[np.ndarray] = None, out_bag: Optional[str] = None,
              out_storage: str = "sqlite3", config: Optional[PipelineConfig] = None,
              queue_size: int = SYNC_DEFAULTS["queue_size"], slop: float = SYNC_DEFAULTS["slop"],
-             examples: int = 4, progress: bool = True,
+             examples: int = EXAMPLES.default, progress: bool = True,
              skip_bad_pairs: bool = False, plots: bool = True, matcher_name: str = "",
              calibration: Any = None) -> Dict:
     """Replay ``bag`` and write report.json, report.md, plots and example fused frames.
@@ -104,6 +109,9 @@ def bag_eval(bag: str, matcher: Any, visible_topic: str, thermal_topic: str, rep
     """
     from tqdm import tqdm
 
+    problem = EXAMPLES.problem(examples)
+    if problem:
+        raise BagError(problem)
     os.makedirs(report_dir, exist_ok=True)
     pipe = PairPipeline(matcher, config or PipelineConfig())
     if calibration is not None:  # a rig calibration (calibration.Calibration): fuse with it
