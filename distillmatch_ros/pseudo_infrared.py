@@ -39,6 +39,26 @@ class _ResBlock(nn.Module):
         return x + self.c2(F.leaky_relu(self.c1(x), 0.2))
 
 
+def stretch_exposure(x: torch.Tensor, lo_q: float = 0.01, hi_q: float = 0.99) -> torch.Tensor:
+    """Map each image's 1-99 % luminance range to 0..1 (all channels by the same gain and offset).
+
+    Why: a generator that sees raw visible brightness learns to guess the infrared brightness from
+    the exposure, and at night (or on a camera with other auto-exposure) it guesses wrong. After
+    the stretch a dark night frame and a bright day frame of the same structure look alike, so the
+    output depends on what is in the scene, not on how the camera exposed it. The percentiles are
+    taken on a 64x64 average-pooled copy (cheap, and insensitive to a few hot pixels).
+    """
+    if x.shape[1] == 3:  # BGR, BT.601 weights
+        lum = (x * x.new_tensor((0.114, 0.587, 0.299)).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    else:
+        lum = x.mean(1, keepdim=True)
+    small = F.adaptive_avg_pool2d(lum, (min(64, x.shape[-2]), min(64, x.shape[-1]))).flatten(1)
+    q = torch.quantile(small, small.new_tensor([lo_q, hi_q]), dim=1)  # [2, B]
+    lo = q[0].view(-1, 1, 1, 1)
+    span = (q[1] - q[0]).clamp_min(0.02).view(-1, 1, 1, 1)  # a flat frame is not blown up to noise
+    return ((x - lo) / span).clamp(0, 1)
+
+
 class TranslationGenerator(nn.Module):
     """Small U-Net/ResNet image translator (~0.7 M parameters at width 24).
 
@@ -54,6 +74,7 @@ class TranslationGenerator(nn.Module):
         "out_ch": 1,      # 1 for pseudo-infrared, 3 for pseudo-visible
         "width": 24,      # channels at full resolution (x2 at 1/2, x4 at 1/4 and 1/8)
         "n_res": 4,       # residual blocks at 1/8
+        "input_norm": "none",  # "percentile": stretch the input's 1-99 % luminance to 0..1 first
     }
 
     def __init__(self, **conf):
@@ -76,6 +97,8 @@ class TranslationGenerator(nn.Module):
         return F.leaky_relu(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip, 0.2)
 
     def forward(self, x):
+        if self.conf.get("input_norm", "none") == "percentile":
+            x = stretch_exposure(x)
         s0 = self.stem(x)
         s1 = self.d1(s0)
         s2 = self.d2(s1)

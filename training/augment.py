@@ -41,7 +41,7 @@ import torch.nn.functional as F
 DEFAULT_SYNTH_CONF = {
     # geometry (rig-like: thermal vs visible camera)
     "rot_deg": 15.0,          # max |rotation| of H_t2v
-    "scale": (0.75, 1.3),     # isotropic scale range (log-uniform)
+    "scale": (0.7, 1.45),     # isotropic scale range (log-uniform)
     "shift": 0.10,            # max shift as a fraction of the output width / height
     "persp": 0.08,            # max perspective term (fraction of the output size)
     "crop_scale": (0.6, 1.0),  # visible crop side as a fraction of the largest crop that fits
@@ -50,10 +50,18 @@ DEFAULT_SYNTH_CONF = {
     "vis_gain": (0.6, 1.4), "vis_bias": 0.1, "vis_channel_gain": 0.15, "vis_saturation": (0.5, 1.5),
     "vis_gamma": (0.7, 1.5), "vis_p_blur": 0.3, "vis_blur_sigma": (0.3, 1.5), "vis_noise": (0.0, 0.03),
     # thermal photometric (gain/offset drift, polarity, fixed-pattern noise)
-    "th_gain": (0.7, 1.3), "th_offset": 0.15, "th_gamma": (0.8, 1.25), "th_p_polarity": 0.05,
+    "th_gain": (0.7, 1.3), "th_offset": 0.15, "th_gamma": (0.8, 1.25), "th_p_polarity": 0.15,
     "th_fpn_col": (0.0, 0.02), "th_fpn_pix": (0.0, 0.015), "th_p_blur": 0.3,
     "th_blur_sigma": (0.3, 1.2), "th_noise": (0.0, 0.02),
     "photometric": True,
+    # camera variation (augment_camera): what differs between the rigs users own
+    "vis_p_dark": 0.2, "vis_dark_gain": (0.08, 0.4), "vis_dark_noise": (0.01, 0.05),  # night exposure
+    "th_fpn_row": (0.0, 0.012),             # row stripes (readout), besides the column pattern
+    "p_lowres": (0.2, 0.5),                 # (visible, thermal): seen through a lower-resolution sensor
+    "lowres_factor": (1.3, 3.0),            # downsampling factor of that sensor
+    "p_vignette": 0.35, "vignette": (0.1, 0.45),  # corner fall-off (either sign for thermal: cold/warm rim)
+    "p_jpeg": 0.3, "jpeg_quality": (25, 90),      # lossy transport (image_transport compressed, video)
+    "camera": True,
 }
 
 BGR2GRAY = (0.114, 0.587, 0.299)
@@ -165,7 +173,13 @@ def augment_visible(bgr: torch.Tensor, conf: dict, g=None) -> torch.Tensor:
     x = x * v(*c["vis_gain"]) + v(-c["vis_bias"], c["vis_bias"])
     y = (x.clamp(0, 1) * gray_w).sum(1, keepdim=True)
     y = y.clamp_min(1e-6) ** v(*c["vis_gamma"])
-    return _blur_noise(y, c["vis_p_blur"], c["vis_blur_sigma"], c["vis_noise"], g)
+    y = _blur_noise(y, c["vis_p_blur"], c["vis_blur_sigma"], c["vis_noise"], g)
+    if c.get("vis_p_dark", 0) > 0:  # a night exposure: little signal, much sensor noise
+        dark = (_u(g, B, 0, 1) < c["vis_p_dark"]).to(dev).view(B, 1, 1, 1)
+        noise = torch.randn(y.shape, generator=_device_gen(g, dev), device=dev, dtype=y.dtype)
+        night = (y * v(*c["vis_dark_gain"]) + noise * v(*c["vis_dark_noise"])).clamp(0, 1)
+        y = torch.where(dark, night, y)
+    return y
 
 
 def augment_thermal(th: torch.Tensor, conf: dict, g=None) -> torch.Tensor:
@@ -181,7 +195,50 @@ def augment_thermal(th: torch.Tensor, conf: dict, g=None) -> torch.Tensor:
     col = torch.randn(B, 1, 1, W, generator=gd, device=dev, dtype=x.dtype) * v(*c["th_fpn_col"])
     pix = torch.randn(B, 1, H, W, generator=gd, device=dev, dtype=x.dtype) * v(*c["th_fpn_pix"])
     x = x + col + pix
+    if "th_fpn_row" in c:
+        x = x + torch.randn(B, 1, H, 1, generator=gd, device=dev, dtype=x.dtype) * v(*c["th_fpn_row"])
     return _blur_noise(x, c["th_p_blur"], c["th_blur_sigma"], c["th_noise"], g)
+
+
+def augment_camera(x: torch.Tensor, conf: dict, g=None, which: int = 0, signed_vignette: bool = False):
+    """What another camera does to the same view: a coarser sensor, vignetting, JPEG artefacts.
+
+    ``which`` picks the visible (0) or thermal (1) entry of per-camera settings. Applied to each
+    modality independently, so the two sides of a pair differ in resolution and artefacts as the
+    two cameras of a real rig do (the geometry, and so the ground truth, is unchanged).
+    """
+    c, B, dev = conf, x.shape[0], x.device
+    _, _, H, W = x.shape
+    v = lambda lo, hi: _u(g, B, lo, hi).to(dev, x.dtype).view(B, 1, 1, 1)  # noqa: E731
+    low = (_u(g, B, 0, 1) < c["p_lowres"][which]).tolist()
+    fac = _u(g, B, *c["lowres_factor"]).tolist()
+    if any(low):
+        x = x.clone()
+        for i in [i for i, on in enumerate(low) if on]:
+            size = (max(8, round(H / fac[i])), max(8, round(W / fac[i])))
+            small = F.interpolate(x[i:i + 1], size=size, mode="area")
+            x[i:i + 1] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    vig = (_u(g, B, 0, 1) < c["p_vignette"]).to(dev).view(B, 1, 1, 1)
+    strength = v(*c["vignette"])
+    if signed_vignette:
+        strength = strength * torch.where(_u(g, B, 0, 1) < 0.5, -1.0, 1.0).to(dev, x.dtype).view(B, 1, 1, 1)
+    ys = torch.linspace(-1, 1, H, device=dev, dtype=x.dtype).view(1, 1, H, 1)
+    xs = torch.linspace(-1, 1, W, device=dev, dtype=x.dtype).view(1, 1, 1, W)
+    r2 = (xs ** 2 + ys ** 2) / 2
+    x = torch.where(vig, (x * (1 - strength * r2)).clamp(0, 1), x)
+    jpeg = (_u(g, B, 0, 1) < c["p_jpeg"]).tolist()
+    quality = _u(g, B, *c["jpeg_quality"]).tolist()
+    if any(jpeg):  # OpenCV's codec on the CPU: no tensor library encodes JPEG
+        import cv2
+        import numpy as np
+        x = x.clone()
+        for i in [i for i, on in enumerate(jpeg) if on]:
+            img = (x[i, 0].detach().float().cpu().numpy() * 255).round().astype(np.uint8)
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
+            if ok:
+                dec = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+                x[i, 0] = torch.from_numpy(dec).to(dev, x.dtype)
+    return x
 
 
 def _blur_noise(x, p_blur, sigma_rng, noise_rng, g):
@@ -227,7 +284,6 @@ def synth_batch(vis: torch.Tensor, th: torch.Tensor, out_hw: Tuple[int, int] = (
     else:
         vis_g = (vis_w * vis_w.new_tensor(BGR2GRAY).view(1, 3, 1, 1)).sum(1, keepdim=True)
         th_o = th_w
-    th_o = th_o * valid_t  # outside the source: black, as a real out-of-view border
     if bool(is_pir.any()):
         idx = is_pir.nonzero().flatten()
         with torch.no_grad():
@@ -236,5 +292,9 @@ def synth_batch(vis: torch.Tensor, th: torch.Tensor, out_hw: Tuple[int, int] = (
             pir = augment_thermal(pir, c, generator)
         vis_g = vis_g.clone()
         vis_g[idx] = pir
+    if c["photometric"] and c.get("camera", False):
+        vis_g = augment_camera(vis_g, c, generator, which=0)
+        th_o = augment_camera(th_o, c, generator, which=1, signed_vignette=True)
+    th_o = th_o * valid_t  # outside the source: black, as a real out-of-view border
     return {"visible": vis_g, "thermal": th_o, "H_t2v": H_t2v.to(dev, torch.float32), "is_pseudo_ir": is_pir,
             "valid_thermal": valid_t, "visible_bgr": vis_w}

@@ -20,39 +20,15 @@ import math
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from distillmatch_ros.checkpoint import load_checkpoint, save_checkpoint
 from distillmatch_ros.evaluation import evaluate_matcher
 from distillmatch_ros.matcher import Matcher
+from training.synthetic_sets import make_synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = "soft:1,soft:2,soft:3,local:1,local:2"
-
-
-def make_synthetic_set(data_root: Path, sets, n: int, out_dir: Path, seed: int = 0) -> Path:
-    """``n`` npz pairs (the evaluation sets' format, exact ``H``) from training pair folders."""
-    from training.augment import synth_batch
-    from training.datasets import load_aligned_pairs, pairs_to_tensors, split_names
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for spec in sets:
-        path, _, split = spec.partition(":")
-        root = data_root / path
-        names = split_names(root, split or None)
-        pick = rng.choice(len(names), size=min(len(names), max(1, n // len(sets) + 1)), replace=False)
-        pairs += load_aligned_pairs(root, [names[i] for i in sorted(pick)], max_side=640)
-    vis, th = pairs_to_tensors(pairs, hw=(480, 640))
-    order = torch.from_numpy(rng.permutation(len(pairs))[:n])
-    b = synth_batch(vis[order], th[order], out_hw=(384, 512), generator=torch.Generator().manual_seed(seed))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(len(order)):
-        np.savez(out_dir / f"synth_{i:03d}.npz",
-                 visible=(b["visible"][i, 0].numpy() * 255).round().astype(np.uint8),
-                 thermal=(b["thermal"][i, 0].numpy() * 255).round().astype(np.uint8),
-                 H=b["H_t2v"][i].double().numpy())
-    return out_dir
 
 
 def fine_levels(model):

@@ -38,9 +38,32 @@ from training.datasets import (
 )
 from training.v2i_gan import V2IGAN, GanConfig, ssim
 
+# M3SVD validation clips by the light they were filmed in (labelled by eye from their frames;
+# the eight clips hold no smoke: smoke is only in the training clips 0117_1605 and 0117_1620).
+M3SVD_VAL_CONDITIONS = {
+    "0114_1551": "day", "0114_1609": "day", "0114_1611": "day",
+    "0111_1753": "dusk",
+    "0111_1803": "night", "0115_1831": "night", "0115_1834": "night", "0115_1847": "night",
+}
+
+
+def exposure_jitter(vis: torch.Tensor, generator: torch.Generator, p: float = 0.7) -> torch.Tensor:
+    """Random gain (0.25-1.5, log-uniform) and gamma (0.7-1.6) on a fraction ``p`` of the images.
+
+    Why: the target infrared does not change when the visible camera exposes differently, so the
+    generator must not read heat from brightness; with the input stretch this teaches it so.
+    """
+    b = vis.shape[0]
+    on = (torch.rand(b, generator=generator) < p).float().view(b, 1, 1, 1)
+    gain = torch.exp(torch.empty(b).uniform_(np.log(0.25), np.log(1.5), generator=generator)).view(b, 1, 1, 1)
+    gamma = torch.empty(b).uniform_(0.7, 1.6, generator=generator).view(b, 1, 1, 1)
+    jit = (vis.clamp_min(1e-4) ** gamma.to(vis.device) * gain.to(vis.device)).clamp(0, 1)
+    return on.to(vis.device) * jit + (1 - on.to(vis.device)) * vis
+
 
 def gather_train_pairs(args):
-    """RoadScene train split + TNO by default, or the ``--pairs`` folders (all of each)."""
+    """RoadScene train split + TNO + the M3SVD training clips by default (day, dusk, night, smoke),
+    or the ``--pairs`` folders (all of each)."""
     pairs = []
     if args.pairs:
         for p in args.pairs:
@@ -52,6 +75,8 @@ def gather_train_pairs(args):
     pairs += load_aligned_pairs(root / "roadscene", split_names(root / "roadscene", "train"), args.max_side)
     if (root / "tno").is_dir() and not args.no_tno:
         pairs += load_aligned_pairs(root / "tno", None, args.max_side)
+    if (root / "m3svd").is_dir() and not args.no_m3svd:
+        pairs += load_aligned_pairs(root / "m3svd", None, args.max_side)
     return pairs
 
 
@@ -97,11 +122,48 @@ def val_pairs_default(data_root, max_side=None):
     return load_aligned_pairs(root, split_names(root, "val"), max_side)
 
 
+def val_groups(data_root, max_side=None, per_clip=None):
+    """{group: pairs}: RoadScene val (day) and the M3SVD val clips by condition; never trained on."""
+    groups = {}
+    rs = Path(data_root) / "roadscene"
+    if rs.is_dir():
+        groups["roadscene_val"] = val_pairs_default(data_root, max_side)
+    mv = Path(data_root) / "m3svd_val"
+    if mv.is_dir():
+        names = split_names(mv)
+        for clip, cond in M3SVD_VAL_CONDITIONS.items():
+            clip_names = [n for n in names if n.startswith(clip + "_")][:per_clip]
+            groups.setdefault(f"m3svd_val_{cond}", []).extend(load_aligned_pairs(mv, clip_names, max_side))
+    return groups
+
+
+def grouped_metrics(translate, groups):
+    """:func:`baseline_and_model_metrics` per group, plus the pair counts."""
+    out = {}
+    for name, pairs in groups.items():
+        if pairs:
+            out[name] = {"pairs": len(pairs), **baseline_and_model_metrics(translate, pairs)}
+    return out
+
+
+def metrics_table(m) -> str:
+    """Markdown: one row per group, SSIM and L1 of the model and of both baselines."""
+    lines = ["| set (pairs) | pseudo-IR SSIM / L1 | gray SSIM / L1 | inverted gray SSIM / L1 |", "|---|---|---|---|"]
+    for g, r in m.items():
+        cells = [f"{r[k]['ssim']:.3f} / {r[k]['l1']:.1f}" for k in ("pseudo_ir", "gray", "inverted_gray")]
+        lines.append(f"| {g} ({r['pairs']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=str(default_data_root()))
     ap.add_argument("--pairs", action="append", help="aligned pair folder(s) instead of RoadScene+TNO")
     ap.add_argument("--no-tno", action="store_true")
+    ap.add_argument("--no-m3svd", action="store_true", help="leave the M3SVD training clips out")
+    ap.add_argument("--init-generator", default=None,
+                    help="start the V->I generator from this exported file (e.g. models/v2i_gan.pt)")
+    ap.add_argument("--no-exposure-jitter", action="store_true")
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--out", default="runs/v2i_gan")
     ap.add_argument("--export", default=None, help="write the shipped generator file here at each checkpoint")
@@ -132,13 +194,14 @@ def main(argv=None):
     if args.eval_only:
         from distillmatch_ros.pseudo_infrared import PseudoInfrared
         pir = PseudoInfrared.from_pretrained(args.eval_only, device=args.device)
-        val = val_pairs_default(args.data_root)
-        m = baseline_and_model_metrics(pir, val)
-        print(json.dumps(m, indent=1))
+        groups = val_groups(args.data_root)
+        m = grouped_metrics(pir, groups)
+        print(metrics_table(m))
         if args.metrics_json:
             Path(args.metrics_json).write_text(json.dumps(m, indent=1))
         if args.figure:
-            render_figure(pir, val, args.figure)
+            fig = [p for g in groups.values() for p in g[:: max(1, len(g) // 2)][:2]]
+            render_figure(pir, fig, args.figure, n=len(fig))
         return m
 
     out = Path(args.out)
@@ -157,6 +220,11 @@ def main(argv=None):
         crop_gen = torch.Generator().manual_seed(args.seed)
     cfg = GanConfig(width=args.width, n_res=args.n_res)
     gan = V2IGAN(cfg).to(dev)
+    if args.init_generator and not (out / "last.pt").is_file():
+        blob = torch.load(str(args.init_generator), map_location="cpu", weights_only=True)
+        gan.g_vi.load_state_dict(blob["state_dict"])
+        print(f"V->I generator initialised from {args.init_generator}", flush=True)
+    jit_gen = torch.Generator().manual_seed(args.seed + 11)
     step, elapsed = 0, 0.0
     last = out / "last.pt"
     if last.is_file():
@@ -168,8 +236,9 @@ def main(argv=None):
         ds.rng = np.random.default_rng(args.seed + step)
         if dev_crops:
             crop_gen.manual_seed(args.seed + step)
+        jit_gen.manual_seed(args.seed + 11 + step)
         print(f"resumed from {last} at step {step} ({elapsed / 60:.1f} min)", flush=True)
-    val = val_pairs_default(args.data_root) if (Path(args.data_root) / "roadscene").is_dir() else []
+    val = {g: p[:: max(1, len(p) // 4)][:4] for g, p in val_groups(args.data_root, max_side=320, per_clip=20).items()}
 
     def save():
         st = {"model": gan.state_dict(), "opt_g": gan.opt_g.state_dict(), "opt_d": gan.opt_d.state_dict(),
@@ -179,7 +248,11 @@ def main(argv=None):
         if args.export:
             card = {"name": "v2i_gan", "steps": step, "train_minutes": round(elapsed / 60, 1),
                     "device": str(dev), "threads": args.threads, "batch": args.batch, "crop": args.crop,
-                    "data": "RoadScene train split (201) + TNO (41)" if not args.pairs else list(args.pairs)}
+                    "input_norm": cfg.input_norm, "exposure_jitter": not args.no_exposure_jitter,
+                    "init": args.init_generator,
+                    "data": (f"RoadScene train split + {'no ' if args.no_tno else ''}TNO + "
+                             f"{'no ' if args.no_m3svd else ''}M3SVD training clips ({len(pairs)} pairs)")
+                    if not args.pairs else list(args.pairs)}
             Path(args.export).parent.mkdir(parents=True, exist_ok=True)
             torch.save(gan.export_generator(card), str(args.export) + ".tmp")
             os.replace(str(args.export) + ".tmp", args.export)
@@ -187,9 +260,10 @@ def main(argv=None):
         if val:
             from distillmatch_ros.pseudo_infrared import PseudoInfrared
             pir = PseudoInfrared(gan.g_vi, device=dev)
-            m = baseline_and_model_metrics(pir, val[:8])
+            m = grouped_metrics(pir, val)
             gan.g_vi.train().requires_grad_(True)
-            msg += f" val8 ssim {m['pseudo_ir']['ssim']:.3f} l1 {m['pseudo_ir']['l1']:.1f}"
+            msg += "".join(f" {g} ssim {r['pseudo_ir']['ssim']:.3f} l1 {r['pseudo_ir']['l1']:.1f}"
+                           for g, r in m.items())
         print(msg, flush=True)
 
     budget = args.minutes * 60
@@ -209,6 +283,8 @@ def main(argv=None):
             batch = [ds[0] for _ in range(args.batch)]
             vis = torch.stack([b[0] for b in batch]).to(dev, non_blocking=True)
             th = torch.stack([b[1] for b in batch]).to(dev, non_blocking=True)
+        if not args.no_exposure_jitter:
+            vis = exposure_jitter(vis, jit_gen)
         losses = gan.step(vis, th)
         step += 1
         elapsed += time.time() - t0

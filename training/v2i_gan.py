@@ -112,6 +112,7 @@ class GanConfig:
     """Architecture and loss weights (recorded in the shipped file's card)."""
     width: int = 24
     n_res: int = 4
+    input_norm: str = "percentile"   # the V->I generator's input stretch (pseudo_infrared.stretch_exposure)
     d_width: int = 32
     lr: float = 2e-4
     w_adv: float = 1.0
@@ -130,7 +131,8 @@ class V2IGAN(nn.Module):
         super().__init__()
         cfg = cfg if cfg is not None else GanConfig()  # a fresh one: GanConfig is mutable
         self.cfg = cfg
-        self.g_vi = TranslationGenerator(in_ch=3, out_ch=1, width=cfg.width, n_res=cfg.n_res)
+        self.g_vi = TranslationGenerator(in_ch=3, out_ch=1, width=cfg.width, n_res=cfg.n_res,
+                                         input_norm=cfg.input_norm)
         self.g_iv = TranslationGenerator(in_ch=1, out_ch=3, width=cfg.width, n_res=cfg.n_res)
         self.d_i = PatchDiscriminator(1, cfg.d_width)
         self.d_v = PatchDiscriminator(3, cfg.d_width)
