@@ -176,7 +176,7 @@ def variants_run(args) -> int:
                   f"prec@3 {t['prec3']:.3f} | {t['ms']:6.1f} ms/pair | x{t['time_ratio_vs_first']:.2f} time, "
                   f"{t['auc10_minus_first']:+.3f} AUC@10 vs {names[0]}", flush=True)
         report["sets"][s] = table
-    for n, fn in runners.items():
+    for fn in runners.values():
         if isinstance(getattr(fn, "__self__", None), BaselineMatcher):
             fn.__self__.close()
     write_report(report, args.json, show=False)

@@ -80,7 +80,8 @@ class TorchBackend:
 
 def onnx_path(model: DistillMatch, size_wh: Tuple[int, int]) -> Path:
     """Cache path of the FP32 export of ``model`` at ``size_wh`` (keyed by weights and graph version)."""
-    return cache_dir() / f"distillmatch-{model_hash(model)}-{size_wh[0]}x{size_wh[1]}-op{ONNX_OPSET}-g{GRAPH_VERSION}.onnx"
+    w, h = size_wh
+    return cache_dir() / f"distillmatch-{model_hash(model)}-{w}x{h}-op{ONNX_OPSET}-g{GRAPH_VERSION}.onnx"
 
 
 def int8_path(model: DistillMatch, size_wh: Tuple[int, int], calibration: str) -> Path:

@@ -4,19 +4,22 @@ Why measured here and not decided once by the developers: whether INT8 pays depe
 (8-bit dot products, VNNI, are on some and not others) and on the thread count, and whether it
 keeps the accuracy depends on the weights, which change with every training run.
 
-At the first ``auto`` start for a model, working size, CPU, ONNX Runtime version and thread
-count, both candidates (``onnxruntime``: FP32; ``onnxruntime_int8``: the trunk in INT8) run the
-whole matcher on check pairs with a known homography: the demo's sample pairs (bundled photos,
+``python -m distillmatch_ros.quantize`` builds the INT8 model and, for this model, working size,
+CPU, ONNX Runtime version and thread count, runs both candidates (``onnxruntime``: FP32;
+``onnxruntime_int8``: the trunk in INT8) as the whole matcher on check pairs with a known homography: the demo's sample pairs (bundled photos,
 V2I-GAN pseudo-infrared, rendered through the demo's rig). INT8 is chosen when its AUC@10 on
 them is within :data:`AUC_TOLERANCE` of FP32's and its median time per pair is below FP32's.
-The decision (times, AUCs) is written to the cache and re-used; delete the file, or run
-``python -m distillmatch_ros.quantize``, to measure again.
+The decision (times, AUCs) is written to the cache, and ``auto`` follows it; without it
+``auto`` is FP32. Why not at the first start: a node that spent a minute quantising and measuring
+before its first pair would surprise an operator, and the check pairs need the V2I-GAN run.
+Run the command again after the weights change (the record is keyed by their hash).
 """
 from __future__ import annotations
 
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -75,28 +78,38 @@ def decide(fp32: Dict[str, float], int8: Dict[str, float]) -> Tuple[str, str]:
                                 f"{int8['auc10']:.3f} vs {fp32['auc10']:.3f} on the check pairs")
 
 
+def record_path(matcher) -> Path:
+    """Where the measured choice for this model, working size, CPU, ORT version and threads lives."""
+    w, h = matcher.input_size
+    return cache_dir() / (f"auto-{model_hash(matcher.model)}-{w}x{h}-g{GRAPH_VERSION}-{machine_tag()}"
+                          f"-t{torch.get_num_threads()}.json")
+
+
 def choose(matcher, device) -> Tuple[Any, str]:
     """The backend object for ``auto`` on this CPU and a one-line account of the choice."""
-    w, h = matcher.input_size
-    key = f"auto-{model_hash(matcher.model)}-{w}x{h}-g{GRAPH_VERSION}-{machine_tag()}-t{torch.get_num_threads()}"
-    record_path = cache_dir() / f"{key}.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
-    if record is not None:
-        name = record["choice"]
-        backend = OnnxRuntimeBackend(matcher.model, device, matcher.input_size, int8=name == "onnxruntime_int8",
-                                     prepare=matcher.prepare)
-        return backend, f"auto: {name} ({record['reason']}; measured {record['date']})"
+    path = record_path(matcher)
+    record = json.loads(path.read_text()) if path.exists() else None
+    if record is None:
+        return (OnnxRuntimeBackend(matcher.model, device, matcher.input_size),
+                "auto: onnxruntime (FP32; INT8 not measured on this machine for this model: "
+                "python -m distillmatch_ros.quantize)")
+    name = record["choice"]
+    if name == "onnxruntime_int8" and not Path(record["int8_model"]).exists():
+        name, record["reason"] = "onnxruntime", f"the measured INT8 model {record['int8_model']} is gone"
+    backend = OnnxRuntimeBackend(matcher.model, device, matcher.input_size, int8=name == "onnxruntime_int8",
+                                 prepare=matcher.prepare)
+    return backend, f"auto: {name} ({record['reason']}; measured {record['date']})"
+
+
+def prepare(matcher, device=None, pairs=None) -> Dict[str, Any]:
+    """Build the INT8 model, measure both candidates on the check pairs and record the choice."""
     fp32 = OnnxRuntimeBackend(matcher.model, device, matcher.input_size)
-    try:
-        int8 = OnnxRuntimeBackend(matcher.model, device, matcher.input_size, int8=True, prepare=matcher.prepare)
-        pairs = check_pairs()
-    except Exception as exc:  # noqa: BLE001 - no INT8 model (or no check pairs): FP32 is always right
-        return fp32, f"auto: onnxruntime (INT8 not available: {type(exc).__name__}: {exc})"
-    print(f"backend auto: measuring FP32 and INT8 on {len(pairs)} check pairs (once for this model and CPU)",
-          flush=True)
+    int8 = OnnxRuntimeBackend(matcher.model, device, matcher.input_size, int8=True, prepare=matcher.prepare)
+    pairs = check_pairs() if pairs is None else pairs
     m_fp32, m_int8 = measure(matcher, fp32, pairs), measure(matcher, int8, pairs)
     name, reason = decide(m_fp32, m_int8)
     record = {"choice": name, "reason": reason, "fp32": m_fp32, "int8": m_int8, "int8_model": str(int8.onnx_path),
-              "date": time.strftime("%Y-%m-%d %H:%M")}
-    record_path.write_text(json.dumps(record, indent=1))
-    return (int8 if name == "onnxruntime_int8" else fp32), f"auto: {name} ({reason})"
+              "check_pairs": len(pairs), "date": time.strftime("%Y-%m-%d %H:%M")}
+    record_path(matcher).write_text(json.dumps(record, indent=1))
+    matcher._backend = int8 if name == "onnxruntime_int8" else fp32
+    return record

@@ -13,9 +13,10 @@ Calibration images, first found wins (the source is part of the cache key):
 3. otherwise the demo's sample pairs: scikit-image's bundled photos with V2I-GAN
    pseudo-infrared (:mod:`distillmatch_ros.bag.sample`), so a fresh clone can build it too.
 
-The quantised model is built once, at first use, into the cache next to the FP32 export and
-keyed by the model hash, the graph version and the calibration source:
-``python -m distillmatch_ros.quantize`` rebuilds it (e.g. after the weights changed).
+The quantised model is built at its first use (``backend="onnxruntime_int8"``, or
+``python -m distillmatch_ros.quantize``, which also measures it for ``auto``: cpu_choice.py) into
+the cache next to the FP32 export, keyed by the model hash, the graph version and the
+calibration source, so new weights get a new one.
 """
 from __future__ import annotations
 
@@ -129,17 +130,15 @@ def network_feeds(prepare: Callable[[np.ndarray, np.ndarray], tuple], pairs: Seq
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="(Re)build the INT8 model of a matcher in the cache.")
+    ap = argparse.ArgumentParser(description="Build the INT8 model of a matcher, measure it against FP32 on "
+                                 "this machine and record which one backend=auto uses.")
     ap.add_argument("--model", default="", help="checkpoint or shipped name; empty = the shipped default")
-    ap.add_argument("--pairs", type=int, default=48, help="calibration pairs")
     a = ap.parse_args(argv)
-    from .backends import int8_path
+    from . import cpu_choice
     from .matcher import Matcher
     m = Matcher.from_pretrained(a.model or None, backend="onnxruntime")
-    pairs, source = calibration_pairs(a.pairs)
-    path = int8_path(m.model, m.input_size, source)
-    quantize_trunk(m._backend.onnx_path, path, network_feeds(m.prepare, pairs))
-    print(f"{path} ({len(pairs)} calibration pairs from {source})")
+    record = cpu_choice.prepare(m)
+    print(f"backend auto will use {record['choice']}: {record['reason']}\n{cpu_choice.record_path(m)}")
     return 0
 
 
