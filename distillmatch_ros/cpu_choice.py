@@ -6,8 +6,9 @@ keeps the accuracy depends on the weights, which change with every training run.
 
 ``python -m distillmatch_ros.quantize`` builds the INT8 model and, for this model, working size,
 CPU, ONNX Runtime version and thread count, runs both candidates (``onnxruntime``: FP32;
-``onnxruntime_int8``: the trunk in INT8) as the whole matcher on check pairs with a known homography: the demo's sample pairs (bundled photos,
-V2I-GAN pseudo-infrared, rendered through the demo's rig). INT8 is chosen when its AUC@10 on
+``onnxruntime_int8``: the trunk in INT8) as the whole matcher on check pairs with a known
+homography: the demo's sample pairs (bundled photos, V2I-GAN pseudo-infrared, rendered through
+the demo's rig). INT8 is chosen when its AUC@10 on
 them is within :data:`AUC_TOLERANCE` of FP32's and its median time per pair is below FP32's.
 The decision (times, AUCs) is written to the cache, and ``auto`` follows it; without it
 ``auto`` is FP32. Why not at the first start: a node that spent a minute quantising and measuring
