@@ -8,6 +8,15 @@ shipped matcher as configured (its fixed working size, input images resized) is 
 Peers at the same size, same threads: kornia's LoFTR architecture with random weights
 (architecture speed only) and ALIKED-t16 + mutual nearest neighbours with the weights in
 ../shared/peers (skipped with a note when absent). Speeds are compared as ratios from this run.
+
+    python -m benchmarks.latency --variants previous,onnxruntime,onnxruntime_int8,auto \
+        --baseline-root ../main_before --json out/variants.json
+
+``--variants``: the shipped matcher on each backend (``auto`` as a user gets it) over the dev sets'
+pairs (../shared/data), accuracy by the protocol (evaluation.py) and median time per pair of the
+match call, the variants taking turns pair by pair so that a drifting machine load hits all of
+them alike. ``previous`` is the default backend of another checkout (``--baseline-root``, e.g. a
+worktree of the commit before a change), run in a child process fed the same pairs.
 """
 from __future__ import annotations
 
@@ -73,6 +82,107 @@ def aliked_fn(size, weights: Path):
     return run
 
 
+# The child process of ``previous``: reads "set_dir/file.npz" lines, answers JSON lines.
+_BASELINE_WORKER = """
+import json, sys, time
+import numpy as np
+from distillmatch_ros import evaluation
+from distillmatch_ros.matcher import Matcher
+m = Matcher.from_pretrained()
+print(json.dumps({"backend": m.backend}), flush=True)
+for line in sys.stdin:
+    pair = evaluation.load_pair_npz(line.strip())
+    t0 = time.perf_counter()
+    r = m.match(pair["visible"], pair["thermal"])
+    sec = time.perf_counter() - t0
+    print(json.dumps({"sec": sec, "kv": r.visible_points.tolist(), "kt": r.thermal_points.tolist()}), flush=True)
+"""
+
+
+class BaselineMatcher:
+    """``Matcher.from_pretrained()`` of another checkout, in a child process (its own imports)."""
+
+    def __init__(self, root: str, threads: int):
+        import json
+        import os
+        import subprocess
+        import sys
+        env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()), OMP_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen([sys.executable, "-c", _BASELINE_WORKER], cwd=root, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.backend = json.loads(self.proc.stdout.readline())["backend"]
+        self._json = json
+
+    def evaluate(self, path: str):
+        self.proc.stdin.write(path + "\n")
+        self.proc.stdin.flush()
+        r = self._json.loads(self.proc.stdout.readline())
+        return np.asarray(r["kv"], float).reshape(-1, 2), np.asarray(r["kt"], float).reshape(-1, 2), r["sec"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def variants_run(args) -> int:
+    """Accuracy and time per pair of backend variants on the dev sets, in turns (see the module doc)."""
+    import glob
+    import os
+
+    from benchmarks.common import DATA
+    from distillmatch_ros import evaluation
+    from distillmatch_ros.matcher import Matcher
+    names = args.variants.split(",")
+    runners, labels = {}, {}
+    for name in names:
+        if name == "previous":
+            if not args.baseline_root:
+                raise SystemExit("variant 'previous' needs --baseline-root")
+            b = BaselineMatcher(args.baseline_root, args.threads)
+            runners[name], labels[name] = b.evaluate, f"previous default ({b.backend}, {args.baseline_root})"
+            continue
+        t0 = time.perf_counter()
+        m = Matcher.from_pretrained(backend=name)
+        start_s = time.perf_counter() - t0
+
+        def run(path, m=m):
+            pair = evaluation.load_pair_npz(path)
+            t = time.perf_counter()
+            r = m.match(pair["visible"], pair["thermal"])
+            return r.visible_points, r.thermal_points, time.perf_counter() - t
+        runners[name], labels[name] = run, f"{m.backend_choice} (start {start_s:.1f} s)"
+    report = {**machine_stamp(args.threads), "variants": labels, "sets": {}}
+    for s in args.sets.split(","):
+        files = sorted(glob.glob(os.path.join(str(DATA), s, "*.npz")))[:args.limit or None]
+        if not files:
+            print(f"{s}: no pairs under {DATA} (skipped)")
+            continue
+        rows = {n: [] for n in names}
+        for path in files:
+            gt = evaluation.load_pair_npz(path)
+            for n in names:
+                kv, kt, sec = runners[n](path)
+                row = evaluation.evaluate_pair(gt, kv, kt)
+                row["sec"] = sec
+                rows[n].append(row)
+        table = {n: evaluation.summarize(r) for n, r in rows.items()}
+        ref = table[names[0]]
+        for n in names:
+            t = table[n]
+            t["ms"] = t.pop("sec") * 1e3
+            t["time_ratio_vs_first"] = t["ms"] / (ref["sec"] * 1e3 if "sec" in ref else ref["ms"])
+            t["auc10_minus_first"] = t["auc10"] - ref["auc10"]
+            print(f"{s:22s} {n:18s} AUC@3/5/10 {t['auc3']:.3f}/{t['auc5']:.3f}/{t['auc10']:.3f} "
+                  f"prec@3 {t['prec3']:.3f} | {t['ms']:6.1f} ms/pair | x{t['time_ratio_vs_first']:.2f} time, "
+                  f"{t['auc10_minus_first']:+.3f} AUC@10 vs {names[0]}", flush=True)
+        report["sets"][s] = table
+    for fn in runners.values():
+        if isinstance(getattr(fn, "__self__", None), BaselineMatcher):
+            fn.__self__.close()
+    write_report(report, args.json, show=False)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="320x256,640x512")
@@ -82,8 +192,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--variants", default="", help="compare these backends (and 'previous') on the dev sets")
+    ap.add_argument("--sets", default="roadscene_homography,m3svd_homography")
+    ap.add_argument("--limit", type=int, default=0, help="--variants: first N pairs of each set (0 = all)")
+    ap.add_argument("--baseline-root", default="", help="checkout whose default is the 'previous' variant")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.variants:
+        return variants_run(args)
     import tempfile
     tmpdir = Path(tempfile.mkdtemp())
     peers_dir = SHARED / "peers"

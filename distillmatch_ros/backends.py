@@ -2,6 +2,7 @@
 
 * ``torch``: eager PyTorch on CPU or CUDA.
 * ``onnxruntime``: the static-shape export run by ONNX Runtime (CUDA provider when present).
+* ``onnxruntime_int8``: the same with the trunk quantised to INT8 (QDQ, quantize.py), on CPUs.
 * ``tensorrt``: the static-shape export compiled by torch-tensorrt in FP16; the engine is cached
   on disk keyed by model hash, TensorRT version and GPU, since a build takes minutes.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import warnings
 from pathlib import Path
 from typing import Optional, Tuple
@@ -23,8 +25,10 @@ from .model import DistillMatch, ExportWrapper
 from .options import Option
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "tensorrt")
 ONNX_OPSET = 17
+#: Changes whenever the exported graph changes for the same weights (cached exports are keyed by it).
+GRAPH_VERSION = 2
 
 
 def _device_reason(device: str) -> Optional[str]:
@@ -108,10 +112,42 @@ class TorchBackend:
         return tuple(o.cpu().numpy() for o in out)  # type: ignore[return-value]
 
 
-class OnnxRuntimeBackend:
-    name = "onnxruntime"
+def onnx_path(model: DistillMatch, size_wh: Tuple[int, int]) -> Path:
+    """Cache path of the FP32 export of ``model`` at ``size_wh`` (keyed by weights and graph version)."""
+    w, h = size_wh
+    return cache_dir() / f"distillmatch-{model_hash(model)}-{w}x{h}-op{ONNX_OPSET}-g{GRAPH_VERSION}.onnx"
 
-    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
+
+def int8_path(model: DistillMatch, size_wh: Tuple[int, int], calibration: str) -> Path:
+    """Cache path of the INT8 (QDQ trunk) model, keyed also by its calibration source."""
+    return onnx_path(model, size_wh).with_suffix(f".int8-{calibration}.onnx")
+
+
+def machine_tag() -> str:
+    """ONNX Runtime version and CPU: a saved optimised graph holds kernels chosen for both."""
+    import onnxruntime as ort
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    cpu = hashlib.sha256((platform.machine() + platform.processor() + flags).encode()).hexdigest()[:8]
+    return f"ort{ort.__version__}-{cpu}"
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the static export; ``int8``: the trunk quantised (quantize.py).
+
+    Sessions run every graph optimisation (ORT_ENABLE_ALL: constant folding, conv/matmul fusions,
+    NCHWc layouts) with one intra-op thread per torch thread and no spinning; the memory arena
+    stays on (off was slower). The optimised graph is saved next
+    to the export, keyed by ORT version and CPU, and later sessions load it with optimisation
+    off, which saves most of the start-up time.
+    """
+
+    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int],
+                 int8: bool = False, prepare=None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -119,21 +155,47 @@ class OnnxRuntimeBackend:
                                      "(pip install onnxruntime, or onnxruntime-gpu)") from exc
         available = ort.get_available_providers()
         if device and device.startswith("cuda"):
+            if int8:
+                raise BackendUnavailable("backend 'onnxruntime_int8' is for CPUs; use onnxruntime or tensorrt on a GPU")
             if "CUDAExecutionProvider" not in available:
                 raise BackendUnavailable(f"onnxruntime has no CUDA provider here (has {available})")
             index = torch.device(device).index or 0  # cuda:N runs on GPU N, as with torch
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        path = cache_dir() / f"distillmatch-{model_hash(model)}-{size_wh[0]}x{size_wh[1]}-op{ONNX_OPSET}.onnx"
+        self.name = "onnxruntime_int8" if int8 else "onnxruntime"
+        path = onnx_path(model, size_wh)
         if not path.exists():
             export_onnx(model, path, size_wh)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = torch.get_num_threads()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.fp32_path = path
+        if int8:
+            from . import quantize
+            pairs, source = quantize.calibration_pairs()
+            path = int8_path(model, size_wh, source)
+            if not path.exists():
+                print(f"building the INT8 model once ({len(pairs)} calibration pairs from {source}) -> {path}",
+                      flush=True)
+                quantize.quantize_trunk(self.fp32_path, path, quantize.network_feeds(prepare, pairs))
         self.onnx_path = path
+        self.session_settings = {"intra_op_num_threads": torch.get_num_threads(),
+                                 "graph_optimization_level": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+        opts = ort.SessionOptions()
+        for k, v in self.session_settings.items():
+            setattr(opts, k, v)
+        # Idle pool threads sleep instead of spinning: on a robot's few cores other nodes (and
+        # the pipeline's own threads) need them; with 2 cores under load this was 1.3x faster.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        saved = path.with_suffix(f".{machine_tag()}-{'-'.join(p[:4] for p in providers)}.opt.onnx")
+        if saved.exists():
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            load = saved
+        else:
+            opts.optimized_model_filepath = str(saved.with_suffix(".tmp.onnx"))
+            opts.log_severity_level = 3  # its warning: such a file is for this machine (it is keyed so)
+            load = path
+        self.session = ort.InferenceSession(str(load), opts, providers=providers)
+        if load is path and Path(opts.optimized_model_filepath).exists():
+            os.replace(opts.optimized_model_filepath, saved)
 
     def __call__(self, vis: np.ndarray, th: np.ndarray) -> Outputs:
         out = self.session.run(None, {"visible": vis, "thermal": th})
@@ -186,14 +248,17 @@ def available_backends() -> list:
             pass
     try:
         import onnxruntime  # noqa: F401
-        names.append("onnxruntime")
+        names += ["onnxruntime", "onnxruntime_int8"]
     except ImportError:
         pass
     names.append("torch")
     return names
 
 
-def make_backend(name: str, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
+def make_backend(name: str, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int], prepare=None):
+    """The backend ``name``; ``auto`` here is the GPU rule (TensorRT, else torch on CUDA) or FP32
+    ONNX Runtime; the Matcher measures the CPU choice itself (cpu_choice.py). ``prepare``: the
+    matcher's preprocessing, for INT8 calibration."""
     check_device(device, name)
     if name == "auto":  # a device given picks among the backends that run on it
         cuda = torch.cuda.is_available() and (not device or torch.device(device).type == "cuda")
@@ -205,8 +270,8 @@ def make_backend(name: str, model: DistillMatch, device: Optional[str], size_wh:
             name = "onnxruntime" if "onnxruntime" in available_backends() else "torch"
     if name == "torch":
         return TorchBackend(model, device)
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(model, device, size_wh)
+    if name in ("onnxruntime", "onnxruntime_int8"):
+        return OnnxRuntimeBackend(model, device, size_wh, int8=name == "onnxruntime_int8", prepare=prepare)
     if name == "tensorrt":
         return TensorRTBackend(model, device, size_wh)
     raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")

@@ -142,7 +142,8 @@ class MatcherNode(Node):
         self._worker = threading.Thread(target=self._work, name="matcher_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"matcher_node ready: model {self.matcher.model_path}, backend={self.matcher.backend}, "
+            f"matcher_node ready: model {self.matcher.model_path}, backend={self.matcher.backend} "
+            f"({getattr(self.matcher, 'backend_choice', '')}), "
             f"input {self.matcher.input_size}, rig_mode={p['rig_mode']}, "
             f"calibration={self._calibration_file or 'none (pooled evidence)'}, slop={p['slop']} s, subscribing to "
             f"{self.input_topics[0]} ({p['visible_transport']}) and {self.input_topics[1]} ({p['thermal_transport']})")
@@ -443,7 +444,8 @@ class MatcherNode(Node):
                         + f", confidence {ps['held_confidence']:.2f}, thermal {ps['thermal_state']}, "
                         f"{ps['last_inliers']}/{ps['last_matches']} inliers, latency p50 {lat['p50']:.1f} ms")
         counters = ps["counters"]
-        kv = {"backend": self.matcher.backend, "alignment_state": ps["alignment"],
+        kv = {"backend": self.matcher.backend, "backend_choice": getattr(self.matcher, "backend_choice", ""),
+              "alignment_state": ps["alignment"],
               "thermal_state": ps["thermal_state"], "matches": ps["last_matches"], "inliers": ps["last_inliers"],
               "held_inliers": ps["held_inliers"], "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"],
               "match_latency_p50_ms": mlat["p50"], "match_latency_p95_ms": mlat["p95"],

@@ -186,7 +186,7 @@ def test_backend_selection_errors(tiny_checkpoint):
             Matcher(tiny_checkpoint, backend="torch", device="cuda")
     with pytest.raises(BackendUnavailable, match="unknown backend"):
         Matcher(tiny_checkpoint, backend="openvino")
-    assert Matcher(tiny_checkpoint, backend="auto").backend in ("onnxruntime", "torch", "tensorrt")
+    assert Matcher(tiny_checkpoint, backend="auto").backend in ("onnxruntime", "onnxruntime_int8", "torch", "tensorrt")
 
 
 def test_device_is_checked_before_the_model_loads(tmp_path, tiny_checkpoint):

@@ -13,13 +13,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """q: [B,L,H,D], k/v: [B,S,H,D] -> [B,L,H,D]."""
-    q = F.elu(q) + 1
-    k = F.elu(k) + 1
-    kv = torch.einsum("bshd,bshv->bhdv", k, v)
-    z = 1.0 / (torch.einsum("blhd,bhd->blh", q, k.sum(dim=1)) + eps)
-    return torch.einsum("blhd,bhdv,blh->blhv", q, kv, z)
+def head_mask(dim: int, heads: int) -> torch.Tensor:
+    """[dim, dim] block-diagonal ones: channel i and j belong to the same head."""
+    d = dim // heads
+    return torch.kron(torch.eye(heads), torch.ones(d, d))
+
+
+def feature_map(x: torch.Tensor) -> torch.Tensor:
+    """elu(x) + 1, written as relu(x) + exp(min(x, 0)): the same values, and two vectorised
+    kernels in ONNX Runtime instead of its slower Elu."""
+    return F.relu(x) + torch.exp(torch.clamp(x, max=0.0))
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                     eps: float = 1e-6) -> torch.Tensor:
+    """Multi-head linear attention on merged heads. q: [B,L,C], k/v: [B,S,C], mask: :func:`head_mask`.
+
+    Per head h: out = phi(q_h) (phi(k_h)^T v_h) / (phi(q_h) . sum_s phi(k_h)), phi = elu + 1.
+    The heads' [D,D] products are the diagonal blocks of the full [C,C] product, so masking it
+    and one [L,C] x [C,2C] matmul compute all heads at once: plain contiguous GEMMs, where the
+    per-head einsums with their transposes were 40 % of the ONNX Runtime time on a CPU.
+    """
+    q, k = feature_map(q), feature_map(k)
+    kv = (k.transpose(1, 2) @ v) * mask                     # [B,C,C], block h = k_h^T v_h
+    ksum = k.sum(dim=1).unsqueeze(-1) * mask                # [B,C,C], block h = sum_s k_h, repeated
+    num_den = q @ torch.cat([kv, ksum], dim=2)              # [B,L,2C]
+    num, den = num_den.chunk(2, dim=-1)
+    return num / (den + eps)
 
 
 class AttentionLayer(nn.Module):
@@ -36,15 +56,18 @@ class AttentionLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * dim, 2 * dim, bias=False), nn.ReLU(inplace=True),
                                  nn.Linear(2 * dim, dim, bias=False))
         self.norm2 = nn.LayerNorm(dim)
+        self.register_buffer("head_mask", head_mask(dim, heads), persistent=False)
 
     def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """x: [B,L,C] queries; source: [B,S,C] keys/values."""
-        b, n, c = x.shape
-        h = self.heads
-        q = self.q(x).view(b, n, h, c // h)
-        k = self.k(source).view(b, source.shape[1], h, c // h)
-        v = self.v(source).view(b, source.shape[1], h, c // h)
-        msg = self.norm1(self.merge(linear_attention(q, k, v).reshape(b, n, c)))
+        # One GEMM for the projections that read the same tokens (q, k, v in self attention; k, v
+        # in cross attention): wider matmuls run faster, and an exported graph folds the weights.
+        if source is x:
+            q, k, v = F.linear(x, torch.cat([self.q.weight, self.k.weight, self.v.weight])).chunk(3, dim=-1)
+        else:
+            q = self.q(x)
+            k, v = F.linear(source, torch.cat([self.k.weight, self.v.weight])).chunk(2, dim=-1)
+        msg = self.norm1(self.merge(linear_attention(q, k, v, self.head_mask)))
         msg = self.norm2(self.mlp(torch.cat([x, msg], dim=-1)))
         return x + msg
 

@@ -88,7 +88,8 @@ class FineLevel(nn.Module):
             mu = ft.mean(dim=2, keepdim=True)
             ft, fv = ft - mu, fv - mu.squeeze(2)
         fv, ft = F.normalize(fv, dim=-1), F.normalize(ft, dim=-1)
-        logits = torch.einsum("bkc,bknc->bkn", fv, ft) * self.log_scale.exp()
+        # [B,K,n,C] x [B,K,C,1]: a batched matmul (ONNX Runtime ran the einsum form 30x slower)
+        logits = (ft @ fv.unsqueeze(-1)).squeeze(-1) * self.log_scale.exp()
         return logits, read_out(logits, win, self.window, self.local), win
 
 

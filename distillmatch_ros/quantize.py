@@ -1,0 +1,146 @@
+"""Static INT8 quantisation (QDQ) of the network's trunk for ONNX Runtime on CPUs.
+
+Why the trunk only: the texture CNN and the semantic student are convolutions over the whole
+image, where 8-bit arithmetic (VNNI) pays and per-channel weights keep the features; the
+attention, the dual softmax and the fine windows decide where a match lands and stay FP32.
+
+Calibration images, first found wins (the source is part of the cache key):
+
+1. ``$DISTILLMATCH_CALIBRATION_DIR``: folders (``:``-separated) holding ``visible/`` and
+   ``thermal/`` images of the same names (a ``split.json`` there limits them to its ``train`` list);
+2. the training sets beside a source checkout (``../shared/data``: RoadScene's train split, TNO,
+   M3SVD), on the development machine; never the validation or dev sets;
+3. otherwise the demo's sample pairs: scikit-image's bundled photos with V2I-GAN
+   pseudo-infrared (:mod:`distillmatch_ros.bag.sample`), so a fresh clone can build it too.
+
+The quantised model is built at its first use (``backend="onnxruntime_int8"``, or
+``python -m distillmatch_ros.quantize``, which also measures it for ``auto``: cpu_choice.py) into
+the cache next to the FP32 export, keyed by the model hash, the graph version and the
+calibration source, so new weights get a new one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+ENV_DIR = "DISTILLMATCH_CALIBRATION_DIR"
+#: Exported node-name scopes quantised to INT8 (Conv nodes only).
+TRUNK_SCOPES = ("/model/texture/", "/model/semantic/")
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+Pair = Tuple[np.ndarray, np.ndarray]
+
+
+def _folder_pairs(folder: Path, limit: int) -> List[Pair]:
+    """(visible, thermal) images of a ``visible/`` + ``thermal/`` folder, its train split only."""
+    vis_dir, th_dir = folder / "visible", folder / "thermal"
+    if not (vis_dir.is_dir() and th_dir.is_dir()):
+        return []
+    names = sorted(p.name for p in vis_dir.iterdir() if p.suffix.lower() in IMAGE_EXT and (th_dir / p.name).exists())
+    split = folder / "split.json"
+    if split.is_file():
+        train = set(json.loads(split.read_text()).get("train", []))
+        names = [n for n in names if n in train]
+    if len(names) > limit:  # spread over the whole folder (videos: different clips and scenes)
+        names = [names[int(i)] for i in np.linspace(0, len(names) - 1, limit)]
+    out = []
+    for n in names:
+        v = cv2.imread(str(vis_dir / n), cv2.IMREAD_COLOR)
+        t = cv2.imread(str(th_dir / n), cv2.IMREAD_UNCHANGED)
+        if v is not None and t is not None:
+            out.append((v, t if t.ndim == 2 else cv2.cvtColor(t, cv2.COLOR_BGR2GRAY)))
+    return out
+
+
+def training_folders() -> Tuple[List[Path], str]:
+    """The calibration folders (rules 1-2 of the module doc) and a name for the cache key."""
+    env = [Path(p).expanduser() for p in os.environ.get(ENV_DIR, "").split(os.pathsep) if p]
+    if env:
+        return env, "env-" + "-".join(re.sub(r"\W", "", p.name) for p in env)[:40]
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    found = [data / n for n in ("roadscene", "tno", "m3svd") if (data / n / "visible").is_dir()]
+    return found, "train" if found else ""
+
+
+def calibration_pairs(count: int = 48) -> Tuple[List[Pair], str]:
+    """``count`` calibration pairs and their source name (see the module doc)."""
+    folders, source = training_folders()
+    pairs: List[Pair] = []
+    for f in folders:
+        pairs += _folder_pairs(f, max(1, count // len(folders)))
+    if pairs:
+        return pairs, source
+    from .bag.demo import VISIBLE_SIZE
+    from .bag.sample import sample_pairs
+    generated, _ = sample_pairs(VISIBLE_SIZE, views_per_photo=max(1, count // 4))
+    return [(p.visible, p.thermal) for p in generated], "sample"
+
+
+def trunk_convs(onnx_path: Path) -> List[str]:
+    """Names of the Conv nodes of the trunk in an exported (or pre-processed) graph."""
+    import onnx
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "Conv" and n.name.startswith(TRUNK_SCOPES)]
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over preprocessed network inputs."""
+
+    def __init__(self, feeds: Sequence[dict]):
+        self._it: Iterator[dict] = iter(feeds)
+
+    def get_next(self) -> Optional[dict]:
+        return next(self._it, None)
+
+
+def quantize_trunk(fp32_path: Path, out_path: Path, feeds: Sequence[dict]) -> Path:
+    """QDQ INT8 model (uint8 activations, per-channel int8 weights, MinMax calibration over
+    ``feeds``) of the trunk convolutions of ``fp32_path``, written atomically to ``out_path``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    pre = out_path.with_suffix(".pre.onnx")
+    tmp = out_path.with_suffix(".tmp.onnx")
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    try:
+        quantize_static(str(pre), str(tmp), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        nodes_to_quantize=trunk_convs(pre), calibrate_method=CalibrationMethod.MinMax)
+        os.replace(tmp, out_path)
+    finally:
+        for p in (pre, tmp):
+            if p.exists():
+                p.unlink()
+    return out_path
+
+
+def network_feeds(prepare: Callable[[np.ndarray, np.ndarray], tuple], pairs: Sequence[Pair]) -> List[dict]:
+    """Network inputs of ``pairs`` as the matcher makes them (``Matcher.prepare``)."""
+    feeds = []
+    for v, t in pairs:
+        tv, tt = prepare(v, t)[2:]
+        feeds.append({"visible": tv, "thermal": tt})
+    return feeds
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Build the INT8 model of a matcher, measure it against FP32 on "
+                                 "this machine and record which one backend=auto uses.")
+    ap.add_argument("--model", default="", help="checkpoint or shipped name; empty = the shipped default")
+    a = ap.parse_args(argv)
+    from . import cpu_choice
+    from .matcher import Matcher
+    m = Matcher.from_pretrained(a.model or None, backend="onnxruntime")
+    record = cpu_choice.prepare(m)
+    print(f"backend auto will use {record['choice']}: {record['reason']}\n{cpu_choice.record_path(m)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

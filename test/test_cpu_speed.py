@@ -1,0 +1,124 @@
+"""The CPU fast paths: the matmul form of linear attention, the ONNX Runtime variants (saved
+optimised graph, INT8 trunk) and what ``backend="auto"`` picks on a CPU."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillmatch_ros import cpu_choice
+from distillmatch_ros.model.attention import feature_map, head_mask, linear_attention
+
+
+def _per_head_reference(q, k, v, heads, eps=1e-6):
+    """Linear attention head by head, as LoFTR writes it (einsums over [B,L,H,D])."""
+    b, n, c = q.shape
+    s, d = k.shape[1], c // heads
+    q = F.elu(q.view(b, n, heads, d)) + 1
+    k = F.elu(k.view(b, s, heads, d)) + 1
+    v = v.view(b, s, heads, d)
+    kv = torch.einsum("bshd,bshv->bhdv", k, v)
+    z = 1.0 / (torch.einsum("blhd,bhd->blh", q, k.sum(dim=1)) + eps)
+    return torch.einsum("blhd,bhdv,blh->blhv", q, kv, z).reshape(b, n, c)
+
+
+def test_linear_attention_equals_per_head_form():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 70, 64) * 3, torch.randn(2, 50, 64) * 3, torch.randn(2, 50, 64)
+    out = linear_attention(q, k, v, head_mask(64, 4))
+    assert torch.allclose(out, _per_head_reference(q, k, v, 4), atol=1e-5, rtol=1e-5)
+
+
+def test_heads_do_not_mix():
+    torch.manual_seed(1)
+    q, k, v = torch.randn(1, 30, 32), torch.randn(1, 20, 32), torch.randn(1, 20, 32)
+    v2 = v.clone()
+    v2[..., 8:] += 5.0  # change every head but the first
+    a, b = linear_attention(q, k, v, head_mask(32, 4)), linear_attention(q, k, v2, head_mask(32, 4))
+    assert torch.equal(a[..., :8], b[..., :8]) and not torch.allclose(a[..., 8:], b[..., 8:])
+
+
+def test_feature_map_is_elu_plus_one():
+    x = torch.linspace(-20, 20, 1001)
+    assert torch.allclose(feature_map(x), F.elu(x) + 1, atol=1e-6)
+
+
+def test_decide_keeps_accuracy_then_speed():
+    fp32 = {"auc10": 0.40, "ms": 100.0}
+    assert cpu_choice.decide(fp32, {"auc10": 0.385, "ms": 50.0})[0] == "onnxruntime"  # 0.015 worse
+    assert cpu_choice.decide(fp32, {"auc10": 0.395, "ms": 101.0})[0] == "onnxruntime"  # not faster
+    assert cpu_choice.decide(fp32, {"auc10": 0.395, "ms": 80.0})[0] == "onnxruntime_int8"
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLMATCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_saved_optimised_graph_is_reused(tiny_checkpoint, cache):
+    pytest.importorskip("onnxruntime")
+    from distillmatch_ros.backends import GRAPH_VERSION
+    from distillmatch_ros.matcher import Matcher
+    a = Matcher(tiny_checkpoint, backend="onnxruntime")
+    assert f"-g{GRAPH_VERSION}." in a._backend.onnx_path.name  # a changed graph is a new file
+    saved = sorted(cache.glob("*.opt.onnx"))
+    assert len(saved) == 1
+    mtime = saved[0].stat().st_mtime_ns
+    b = Matcher(tiny_checkpoint, backend="onnxruntime")
+    assert sorted(cache.glob("*.opt.onnx")) == saved and saved[0].stat().st_mtime_ns == mtime
+    x = np.random.default_rng(0).random((1, 1, 128, 160), np.float32)
+    for ra, rb in zip(a._backend(x, x[..., ::-1].copy()), b._backend(x, x[..., ::-1].copy()), strict=True):
+        np.testing.assert_allclose(ra, rb, atol=1e-4)
+
+
+def _calibration_folder(root, n=4):
+    from benchmarks.common import textured
+    for sub in ("visible", "thermal"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        cv2.imwrite(str(root / "visible" / f"{i}.png"), textured(240, 320, i))
+        cv2.imwrite(str(root / "thermal" / f"{i}.png"), textured(240, 320, i + 50))
+    return root
+
+
+def test_int8_quantises_the_trunk_convolutions_only(tiny_checkpoint, cache, tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime.quantization")
+    from distillmatch_ros.matcher import Matcher
+    monkeypatch.setenv("DISTILLMATCH_CALIBRATION_DIR", str(_calibration_folder(tmp_path / "calib")))
+    m = Matcher(tiny_checkpoint, backend="onnxruntime_int8")
+    assert m.backend == "onnxruntime_int8" and ".int8-env-calib." in m._backend.onnx_path.name
+    graph = onnx.load(str(m._backend.onnx_path)).graph
+    quantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    q_convs = [n.name for n in convs if n.input[0] in quantised]
+    assert q_convs and all(n.startswith(("/model/texture/", "/model/semantic/")) for n in q_convs)
+    assert not [n for n in graph.node if n.op_type == "MatMul" and n.input[0] in quantised]
+    from benchmarks.common import textured
+    r = m.match(textured(240, 320, 7), textured(240, 320, 8))
+    assert r.visible_points.shape == (len(r), 2)
+
+
+def test_auto_follows_the_recorded_measurement(tiny_checkpoint, cache, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime.quantization")
+    from benchmarks.common import textured
+    from distillmatch_ros.matcher import Matcher
+    monkeypatch.setattr(cpu_choice, "applies", lambda device: True)
+    m = Matcher(tiny_checkpoint, backend="auto")
+    assert m.backend == "onnxruntime" and "not measured" in m.backend_choice  # nothing recorded yet
+    monkeypatch.setenv("DISTILLMATCH_CALIBRATION_DIR", str(_calibration_folder(tmp_path / "calib")))
+    H = np.array([[1.0, 0.02, 4.0], [-0.02, 1.0, 3.0], [0, 0, 1.0]])
+    vis = textured(240, 320, 3)
+    th = cv2.warpPerspective(vis, np.linalg.inv(H), (320, 240))
+    monkeypatch.setattr(cpu_choice, "measure", lambda matcher, backend, pairs: {
+        "auc10": 0.5, "ms": 10.0 if backend.name == "onnxruntime_int8" else 20.0})
+    record = cpu_choice.prepare(m, pairs=[(vis, th, H)])
+    assert record["choice"] == "onnxruntime_int8"
+    assert json.loads(cpu_choice.record_path(m).read_text())["choice"] == "onnxruntime_int8"
+    again = Matcher(tiny_checkpoint, backend="auto")
+    assert again.backend == "onnxruntime_int8" and "INT8 10 vs FP32 20 ms" in again.backend_choice
