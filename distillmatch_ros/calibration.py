@@ -8,16 +8,21 @@ unlike every kept one) or covers image regions the pool lacks, and :func:`fit_po
 frames so that none dominates (at most ``per_frame_cap`` points each, spread over the frame).
 
 Why a dense refinement (:func:`refine_dense`): pooling averages the matcher's random error
-but not its imprecision, which the evaluation notes trace to the fine stage (most returned
-matches are 3-8 px off on new cameras). Once the pooled fit is within a few pixels, each
-frame's thermal image is warped into the visible one and a modality-robust, orientation-of-
-gradient descriptor (CFOG-like: per-orientation gradient energy, smoothed, normalised across
-orientations) is matched by template search at a grid of points; those displacements, pooled
-over frames and fitted robustly, correct the homography. It costs about a second a frame:
-fine for a calibration that runs once, not for every frame.
+but not its bias, which every frame shares (the evaluation notes trace it to the fine stage).
+The visible image is warped into the thermal frame by the pooled fit and a modality-robust,
+orientation-of-gradient descriptor (CFOG-like: per-orientation gradient energy, smoothed,
+normalised across orientations) is matched by template search at a grid of thermal points;
+those displacements, pooled over frames and fitted robustly, correct the homography. The
+work is in thermal px, and the first step searches at half resolution as far as the pooled
+fit's residuals say it must (8-24 px): a search of a fixed 8 *visible* px could not reach a
+6 px error on a visible camera twice as fine, and changed nothing there.
 
-The uncertainty is a bootstrap over frames: the fit is repeated on frames drawn with
-replacement and the spread of the thermal corners' images is reported in thermal pixels.
+Why it can say "uncertain": a bootstrap over frames cannot see a bias that every frame
+shares, and a calibration that claims 2 px while 7 px off is worse than none. The
+uncertainty (:func:`combined_uncertainty`) adds checks that can see one: the dense method
+(no network) restarted from another start, and, when it does not settle, its disagreement
+with the matcher's fit. Without the refinement nothing independent of the matcher checks the
+bias, so the result is marked uncertain; the node does not switch to an uncertain one.
 
 Used by ``distillmatch calibrate`` (bag), bag-eval's and the node's rig mode (pooled
 evidence, without the dense step) and the node's ``~/calibrate`` service.
@@ -401,12 +406,9 @@ class FitOptions:
     refine_iterations: int = 4  # at most; stops when an iteration moves the corners < 0.25 px
     refine_threshold: float = 1.5  # MAGSAC threshold of the refined correspondences [thermal px]
     refine_frames: int = 12  # frames the refinement searches (most inliers first)
-    refine_cap: int = 0
     refine_step: int = 16  # grid step of the dense search [thermal px]
-    refine_soft: bool = True
-    refine_half: bool = True
     bootstrap: int = 50  # bootstrap resamples over frames (0: no uncertainty)
-    certain_below_px: float = 0.5  # certain only when the mean corner uncertainty is below this
+    certain_below_px: float = 1.0  # certain only when the mean corner uncertainty is below this
     min_certain_frames: int = 4  # and at least this many frames agree
     seed: int = 0
 
@@ -420,7 +422,12 @@ class FitOptions:
 
 def fit_pooled(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size: Size,
                options: Optional[FitOptions] = None) -> Calibration:
-    """The calibration of a rig from frames of verified evidence (see the module docstring)."""
+    """The calibration of a rig from frames of verified evidence (see the module docstring).
+
+    The result says whether it is ``certain``: the dense refinement ran and settled, a second
+    start of it came back to the same homography, at least ``min_certain_frames`` frames carry
+    the fit, and the corner uncertainty (:func:`combined_uncertainty`) is at most
+    ``certain_below_px``. Otherwise ``uncertain_because`` says what is missing."""
     from .verification import stretch_factor
 
     opt = (options or FitOptions()).validated()
@@ -438,19 +445,19 @@ def fit_pooled(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size
     H, w = irls_fit(tp, vp, H, 2.0 * opt.ransac_threshold * st)
     keep = w > 0.2
     method["irls_scale_thermal_px"] = 2.0 * opt.ransac_threshold
-    pooled = (H / H[2, 2], tp[keep], vp[keep], idx[keep])
-    H_final, fit_t, fit_v, fit_idx = pooled
+    H_pool = H / H[2, 2]
+    H_final, fit_t, fit_v, fit_idx = H_pool, tp[keep], vp[keep], idx[keep]
     n_frames = len(frames)
-    extra: Dict[str, float] = {}
-    why = ""
+    bias: Dict[str, float] = {}
+    why, settled = "", None
     can_refine = all(f.thermal is not None and f.visible is not None for f in frames)
     if opt.refine and can_refine:
         # The pooled fit's residuals say how far the dense search must reach.
-        resid = np.linalg.norm(project(pooled[0], pooled[1]) - pooled[2], axis=1) / st
+        resid = np.linalg.norm(project(H_pool, fit_t) - fit_v, axis=1) / st
         search = int(np.clip(np.ceil(2.0 * np.median(resid)), 8, 24))
         order = sorted(range(n_frames), key=lambda k: -len(frames[k].thermal_points))[:opt.refine_frames]
         sub = [frames[k] for k in order]
-        ref = refine_dense(pooled[0], sub, opt, search)
+        ref = refine_dense(H_pool, sub, opt, search)
         method.update(refine="dense orientation-descriptor template search (CFOG-like), thermal frame",
                       refine_threshold_thermal_px=opt.refine_threshold, refine_search_thermal_px=search,
                       refine_frames=len(sub), refine_iterations_run=ref["iterations"],
@@ -458,33 +465,37 @@ def fit_pooled(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size
         if ref["H"] is None:
             why = f"the dense refinement found too little ({ref['why']}); the matcher's shared bias is unchecked"
         else:
-            moved = corner_distance(pooled[0], ref["H"], thermal_size)
+            moved = corner_distance(H_pool, ref["H"], thermal_size)
             method["refine_change_px"] = _r(moved)
             method["refined_points"] = int(len(ref["tp"]))
             # A second start, off by half the search range: a refinement that found the rig
             # comes back to the same homography; one that locked onto a local optimum does not.
             a = 0.5 * search / math.sqrt(2.0)
-            shift = np.array([[1, 0, a], [0, 1, -a], [0, 0, 1.0]])
-            again = refine_dense(pooled[0] @ shift, sub, opt, search)
+            again = refine_dense(H_pool @ np.array([[1, 0, a], [0, 1, -a], [0, 0, 1.0]]), sub, opt, search)
             if again["H"] is None:
-                why = "the dense refinement did not converge from a second start"
-                extra["restart"] = moved
+                why = "the dense refinement did not come back from a second start"
+                bias["restart"] = moved
             else:
-                extra["restart"] = corner_distance(ref["H"], again["H"], thermal_size)
-            if not ref["converged"]:
-                why = why or f"the dense refinement did not converge ({ref['last_change']:.2f} px in its last step)"
-                extra["pooled_vs_refined"] = moved
-            H_final, fit_t, fit_v, fit_idx = ref["H"], ref["tp"], ref["tv"], np.asarray([order[k] for k in ref["idx"]])
+                bias["restart"] = corner_distance(ref["H"], again["H"], thermal_size)
+            settled = ref["last_change"]
+            H_final, fit_t, fit_v = ref["H"], ref["tp"], ref["tv"]
+            fit_idx = np.asarray([order[k] for k in ref["idx"]])
     elif opt.refine:
         why = "no images kept for the dense refinement; the matcher's shared bias is unchecked"
     else:
         why = "dense refinement off: nothing independent of the matcher checks its shared bias"
-    n_used = len(np.unique(fit_idx)) if len(fit_idx) else 0
     cal = Calibration(homography=H_final / H_final[2, 2], thermal_size=tuple(thermal_size),
                       visible_size=tuple(visible_size), frames_used=n_frames, inliers_used=int(len(fit_t)),
                       frame_stamps_ns=[f.stamp_ns for f in frames], method=method)
-    unc = combined_uncertainty(cal.homography, fit_t, fit_v, fit_idx, n_frames, thermal_size, opt, extra)
+    unc = combined_uncertainty(cal.homography, fit_t, fit_v, fit_idx, n_frames, thermal_size, opt, bias)
+    if settled is not None and settled > max(0.25, unc.get("sampling") or 0.0):
+        # Still moving by more than its own noise: the matcher's fit and the dense one disagree
+        # by an amount nothing has explained, so it counts.
+        why = why or f"the dense refinement did not settle ({settled:.2f} px in its last step)"
+        bias["pooled_vs_refined"] = corner_distance(H_pool, cal.homography, thermal_size)
+        unc = combined_uncertainty(cal.homography, fit_t, fit_v, fit_idx, n_frames, thermal_size, opt, bias)
     cal.corner_uncertainty_px = unc
+    n_used = len(np.unique(fit_idx)) if len(fit_idx) else 0
     if not why and n_used < opt.min_certain_frames:
         why = f"only {n_used} frames carry the fit (< {opt.min_certain_frames})"
     if not why and (unc["mean"] is None or unc["mean"] > opt.certain_below_px):
@@ -492,15 +503,6 @@ def fit_pooled(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size
                else "no uncertainty could be estimated")
     cal.certain, cal.uncertain_because = not why, why
     return cal
-
-
-def _capped(tp: np.ndarray, vp: np.ndarray, idx: np.ndarray, cap: int, seed: int):
-    """At most ``cap`` points of each frame (a random, seeded choice): no frame dominates."""
-    rng = np.random.default_rng(seed)
-    keep = np.concatenate([rng.permutation(np.flatnonzero(idx == k))[:cap] for k in np.unique(idx)]) \
-        if len(idx) else np.zeros(0, int)
-    keep.sort()
-    return tp[keep], vp[keep], idx[keep]
 
 
 def dense_half_resolution(H: np.ndarray, thermal: np.ndarray, visible: np.ndarray, search: int, step: int = 8
@@ -531,7 +533,7 @@ def refine_dense(H0: np.ndarray, frames: Sequence[FrameEvidence], opt: FitOption
     for it in range(opt.refine_iterations):
         rt, rv, ri = [], [], []
         for k, f in enumerate(frames):
-            if it == 0 and search > 6 and opt.refine_half:
+            if it == 0 and search > 6:
                 a, b = dense_half_resolution(H, f.thermal, f.visible, search, step=max(4, opt.refine_step // 2))
             else:
                 a, b = dense_correspondences(H, f.thermal, f.visible, step=opt.refine_step,
@@ -540,62 +542,60 @@ def refine_dense(H0: np.ndarray, frames: Sequence[FrameEvidence], opt: FitOption
             rv.append(b)
             ri.append(np.full(len(a), k))
         rt, rv, ri = np.concatenate(rt), np.concatenate(rv), np.concatenate(ri)
-        if opt.refine_cap:
-            rt, rv, ri = _capped(rt, rv, ri, opt.refine_cap, opt.seed)
         H_ref, m = robust_fit(rt, rv, opt.refine_threshold * st)
         if H_ref is None or m.sum() < 20:
             out["why"] = f"{int(m.sum())} consistent of {len(rt)} correspondences"
             break
-        # A soft refit over the consistent points: MAGSAC alone jitters from one run to the next.
-        if opt.refine_soft:
-            H_ref, w = irls_fit(rt[m], rv[m], H_ref, opt.refine_threshold * st)
         change = corner_distance(H, H_ref, size)
         H = H_ref
         out.update(H=H, tp=rt[m], tv=rv[m], idx=ri[m], iterations=it + 1, last_change=change)
         if change < 0.25:
-            out["converged"] = True
             break
     return out
 
 
 def combined_uncertainty(H: np.ndarray, tp: np.ndarray, vp: np.ndarray, idx: np.ndarray, n_frames: int,
-                         size: Size, opt: FitOptions, extra: Dict[str, float]) -> Dict[str, Any]:
+                         size: Size, opt: FitOptions, bias: Dict[str, float]) -> Dict[str, Any]:
     """Corner uncertainty (thermal px) that includes what all frames share, not only the
-    scatter between them: per corner the root sum of squares of
+    scatter between them.
 
-    * ``bootstrap``: RMS spread of refits on frames drawn with replacement (random error);
-    * ``halves``: half the distance between fits on the even and on the odd frames;
-    * ``restart``: how far the dense refinement from a second start ends from the first;
-    * ``pooled_vs_refined`` (only when the refinement did not converge): the matcher's pooled
-      fit against the dense one, the two methods that do not share a bias.
-
-    ``extra`` holds the last two (as given). ``mean`` / ``max`` over the corners are reported."""
+    Sampling error, per corner the largest of three estimates that resample different units:
+    ``bootstrap`` (frames drawn with replacement), ``halves`` (half the distance between fits
+    on the even and the odd frames) and ``regions`` (a delete-a-region jackknife over the
+    image, :func:`region_jackknife`). Added to it in quadrature, the checks of a bias that every
+    frame would share (``bias``): ``restart`` (how far the dense refinement from a second start
+    ends from the first) and, when the refinement did not settle, ``pooled_vs_refined`` (the
+    matcher's pooled fit against the dense one: two methods that do not share a bias).
+    ``mean`` / ``max`` over the corners are the figures reported; ``sampling`` is the mean of
+    the sampling part alone."""
     boot = bootstrap_uncertainty(H, tp, vp, idx, n_frames, size, opt.bootstrap, opt.seed)
     if boot.get("per_corner") is None:
         return {**boot, "components": {}}
-    per_corner = np.asarray(boot["per_corner"], np.float64) ** 2
+    sampling = np.asarray(boot["per_corner"], np.float64)
     comps: Dict[str, Any] = {"bootstrap": boot["mean"]}
     c = thermal_corners(*size)
     scale = homography_scale(H, *size)
-    frames_present = np.unique(idx)
-    if len(frames_present) >= 4:
-        even = np.isin(idx, frames_present[0::2])
+    present = np.unique(idx)
+    if len(present) >= 4:
+        even = np.isin(idx, present[0::2])
         Ha, Hb = least_squares(tp[even], vp[even]), least_squares(tp[~even], vp[~even])
         if Ha is not None and Hb is not None:
             half = np.linalg.norm(project(Ha, c) - project(Hb, c), axis=1) / scale / 2.0
-            per_corner += half ** 2
+            sampling = np.maximum(sampling, half)
             comps["halves"] = _r(float(half.mean()))
     region = region_jackknife(tp, vp, size)
     if region is not None:
-        per_corner += region ** 2
+        sampling = np.maximum(sampling, region)
         comps["regions"] = _r(float(region.mean()))
-    for key, value in extra.items():
-        per_corner += float(value) ** 2
+    total = sampling ** 2
+    for key, value in bias.items():
+        total = total + float(value) ** 2
         comps[key] = _r(float(value))
-    rms = np.sqrt(per_corner)
-    return {"method": "root sum of squares of the components (thermal px, per corner)",
+    rms = np.sqrt(total)
+    return {"method": "largest sampling estimate (bootstrap, halves, regions) and the bias checks (restart, "
+                      "pooled vs refined) in quadrature, thermal px per corner",
             "per_corner": [_r(float(v)) for v in rms], "mean": _r(float(rms.mean())), "max": _r(float(rms.max())),
-            "components": comps}
+            "sampling": _r(float(sampling.mean())), "components": comps}
 
 
 def region_jackknife(tp: np.ndarray, vp: np.ndarray, size: Size, grid: int = 3) -> Optional[np.ndarray]:
