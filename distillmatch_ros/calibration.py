@@ -468,10 +468,11 @@ def fit_pooled(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size
             moved = corner_distance(H_pool, ref["H"], thermal_size)
             method["refine_change_px"] = _r(moved)
             method["refined_points"] = int(len(ref["tp"]))
-            # A second start, off by half the search range: a refinement that found the rig
-            # comes back to the same homography; one that locked onto a local optimum does not.
+            # A second start, its answer moved by half the search range: a refinement that found
+            # the rig comes back to the same homography; one that locked onto a local optimum
+            # (or wanders with its own noise) does not.
             a = 0.5 * search / math.sqrt(2.0)
-            again = refine_dense(H_pool @ np.array([[1, 0, a], [0, 1, -a], [0, 0, 1.0]]), sub, opt, search)
+            again = refine_dense(ref["H"] @ np.array([[1, 0, a], [0, 1, -a], [0, 0, 1.0]]), sub, opt, search)
             if again["H"] is None:
                 why = "the dense refinement did not come back from a second start"
                 bias["restart"] = moved
