@@ -76,3 +76,37 @@ def machine_stamp(threads: Optional[int] = None, *, detail: bool = False) -> dic
         return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform()}
     return {"machine": f"{platform.machine()} {platform.processor() or ''} threads={threads}",
             "date": time.strftime("%Y-%m-%d")}
+
+
+def memoize_network(matcher, folder: Optional[Union[str, Path]]):
+    """Keep the network's raw outputs of ``matcher`` in ``folder`` (one npz per input pair),
+    keyed by the model and the exact working-size inputs; returns ``matcher``.
+
+    Why: the benchmarks that judge verification and calibration re-run everything after the
+    network (filtering, fits, decisions) each time that logic changes; on shared CPU cores the
+    network is most of the time. Only the network call is cached: what comes after runs as is.
+    """
+    import hashlib
+
+    if not folder:
+        return matcher
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    inner = matcher._backend
+    from distillmatch_ros.backends import model_hash
+    model_key = model_hash(matcher.model)
+
+    def call(vis, th):
+        key = hashlib.sha1(model_key.encode() + vis.tobytes() + th.tobytes()).hexdigest()[:20]
+        path = folder / f"{key}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                return z["pv"], z["pt"], z["scores"], z["valid"]
+        pv, pt, scores, valid = inner(vis, th)
+        tmp = folder / f"{key}.tmp.npz"
+        np.savez(tmp, pv=pv, pt=pt, scores=scores, valid=valid)
+        tmp.replace(path)
+        return pv, pt, scores, valid
+
+    matcher._backend = call
+    return matcher

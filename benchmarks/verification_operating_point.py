@@ -1,15 +1,18 @@
 """Operating point of the homography verification: wrong-pair and right-pair acceptance.
 
-    python -m benchmarks.verification_operating_point --json runs/verify/op.json
+    python -m benchmarks.verification_operating_point [--model PATH] --network-cache runs/verify/network \
+        --json runs/verify/op.json
     python -m benchmarks.verification_operating_point --cache runs/verify/features.json --search
 
 Re-run this whenever the model changes: the thresholds (Matcher options ``verify_*``, see
 distillmatch_ros/verification.py) belong to a model.
 
 Right pairs: every pair of the dev sets in ../shared/data (roadscene_homography,
-roadscene_deform, m3svd_homography: exact ground truth; m3svd_val: aligned, identity).
-Wrong pairs: the visible image of one pair with the thermal image of a different scene of the
-same set (for m3svd_val, a different clip), one per right pair, seeded. The matcher runs once
+roadscene_deform, m3svd_homography: exact ground truth) and every ``--m3svd-val-every``-th
+m3svd_val frame (aligned, identity). Wrong pairs: the visible image of one pair with the
+thermal image of a different scene of the same set (for m3svd_val, a different clip), seeded:
+``--wrong-per-pair`` of them for each right pair of the npz sets (so that 1 % of a set's wrong
+pairs is at least one pair), one for each m3svd_val pair. The matcher runs once
 per pair with verification off (structure check on), the evidence (``verification.features``)
 is kept, and ``verification.decide`` is applied with the options under test, so a threshold
 search costs no network time. ``--cache`` keeps the evidence between runs.
@@ -33,19 +36,19 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DATA, machine_stamp, write_report
+from benchmarks.common import DATA, machine_stamp, memoize_network, write_report
 from distillmatch_ros import evaluation, verification
 
 NPZ_SETS = ("roadscene_homography", "roadscene_deform", "m3svd_homography")
 
 
-def right_pairs(data: Path):
-    """(set, name, loader) for every dev pair; loader() -> (visible, thermal, ground truth dict)."""
+def right_pairs(data: Path, m3svd_val_every: int = 1):
+    """(set, name, path) for every dev pair (every ``m3svd_val_every``-th m3svd_val frame)."""
     out = []
     for name in NPZ_SETS:
         for p in sorted(glob.glob(str(data / name / "*.npz"))):
             out.append((name, os.path.basename(p)[:-4], p))
-    for p in sorted(glob.glob(str(data / "m3svd_val" / "visible" / "*.jpg"))):
+    for p in sorted(glob.glob(str(data / "m3svd_val" / "visible" / "*.jpg")))[::max(1, m3svd_val_every)]:
         out.append(("m3svd_val", os.path.basename(p)[:-4], p))
     return out
 
@@ -66,29 +69,29 @@ def scene_of(set_name: str, name: str) -> str:
     return name.rsplit("_", 1)[0] if set_name.startswith("m3svd") else name
 
 
-def wrong_partner(pairs, i: int, rng) -> int:
-    """Index of a pair of the same set but a different scene (clip) than pair i."""
+def wrong_partners(pairs, i: int, rng, k: int = 1) -> list:
+    """Indices of ``k`` pairs of the same set but other scenes (clips) than pair i."""
     s, n, _ = pairs[i]
     cands = [j for j, (s2, n2, _) in enumerate(pairs) if s2 == s and scene_of(s2, n2) != scene_of(s, n)]
-    return int(rng.choice(cands))
+    return [int(j) for j in rng.choice(cands, size=min(k, len(cands)), replace=False)]
 
 
-def collect(matcher, pairs, rng, progress=True):
+def collect(matcher, pairs, rng, progress=True, wrong_per_pair=1):
     rows = []
     for i, (s, n, p) in enumerate(pairs):
         vis, th, gt = load(s, p)
-        j = wrong_partner(pairs, i, rng)
-        _, th_wrong, _ = load(pairs[j][0], pairs[j][2])
-        for kind, thermal in (("right", th), ("wrong", th_wrong)):
+        partners = wrong_partners(pairs, i, rng, wrong_per_pair if s in NPZ_SETS else 1)
+        tests = [("right", th, None)] + [("wrong", load(pairs[j][0], pairs[j][2])[1], j) for j in partners]
+        for kind, thermal, j in tests:
             t0 = time.perf_counter()
             r = matcher.match(vis, thermal)
             sec = time.perf_counter() - t0
             f = dict(r.evidence) if r.evidence else verification.features(
                 None, np.zeros(0, bool), np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
                 (thermal.shape[1], thermal.shape[0]), (vis.shape[1], vis.shape[0]))
-            row = {"set": s, "name": n, "kind": kind, "sec": sec, "features": f,
+            row = {"set": s, "name": n, "pair": i, "kind": kind, "sec": sec, "features": f,
                    "reason": r.verification if not r.evidence else None,
-                   "partner": pairs[j][1] if kind == "wrong" else None}
+                   "partner": pairs[j][1] if j is not None else None}
             if kind == "right":
                 truth = evaluation.GroundTruth(gt)
                 row["error_px"] = evaluation.probe_error(truth, r.homography) if r.homography is not None \
@@ -175,6 +178,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-wrong", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wrong-per-pair", type=int, default=5,
+                    help="wrong pairs made from each right pair of the npz sets (m3svd_val: 1)")
+    ap.add_argument("--m3svd-val-every", type=int, default=4, help="use every n-th m3svd_val frame")
+    ap.add_argument("--network-cache", default=None, metavar="DIR",
+                    help="keep the network's outputs here (benchmarks.common.memoize_network)")
     args = ap.parse_args(argv)
     data = Path(args.data)
     if not data.is_dir():
@@ -185,6 +193,7 @@ def main(argv=None) -> int:
     from distillmatch_ros.matcher import Matcher
     torch.set_num_threads(args.threads)
     matcher = Matcher.from_pretrained(args.model, backend=args.backend)
+    memoize_network(matcher, args.network_cache)
     base = dict(matcher.options)
     model_name = str(matcher.model_path)
     if args.cache and os.path.exists(args.cache):
@@ -192,10 +201,11 @@ def main(argv=None) -> int:
         rows, model_name = cached["rows"], cached.get("model", model_name)
         print(f"evidence from {args.cache} ({len(rows)} pairs, model {model_name})")
     else:
-        pairs = right_pairs(data)
-        print(f"{len(pairs)} right pairs + as many wrong pairs, model {model_name} ({matcher.backend})")
+        pairs = right_pairs(data, args.m3svd_val_every)
+        print(f"{len(pairs)} right pairs, {args.wrong_per_pair} wrong pairs for each of the npz sets' ones, "
+              f"model {model_name} ({matcher.backend})")
         matcher.set_options(verify=False)
-        rows = collect(matcher, pairs, np.random.default_rng(args.seed))
+        rows = collect(matcher, pairs, np.random.default_rng(args.seed), wrong_per_pair=args.wrong_per_pair)
         if args.cache:
             os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
             json.dump({"model": model_name, "rows": rows}, open(args.cache, "w"), default=_json_default)
@@ -204,8 +214,8 @@ def main(argv=None) -> int:
            "options": {k: base[k] for k in verification.DEFAULTS},
            "current": report(rows, base, "current options")}
     if args.search:
-        even = [r for i, r in enumerate(rows) if (i // 2) % 2 == 0]
-        odd = [r for i, r in enumerate(rows) if (i // 2) % 2 == 1]
+        even = [r for r in rows if r["pair"] % 2 == 0]
+        odd = [r for r in rows if r["pair"] % 2 == 1]
         chosen = search(even, base, args.max_wrong)
         if chosen is not None:
             out["searched_options"] = {k: chosen[k] for k in ("verify_min_inliers", "verify_min_inlier_ratio",

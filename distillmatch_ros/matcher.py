@@ -147,8 +147,8 @@ class Matcher:
         pv = scale_points(pv[keep], self.input_size, vis.shape)
         pt = scale_points(pt[keep], self.input_size, th.shape)
         result = MatchResult(pv, pt, scores[keep].astype(np.float32))
-        H, inliers = self.estimate_homography(pt, pv)
         tsize, vsize = (th.shape[1], th.shape[0]), (vis.shape[1], vis.shape[0])
+        H, inliers = self.estimate_homography(pt, pv, tsize, vsize)
         evidence = verification.features(H, inliers, pt, result.scores, tsize, vsize)
         result.evidence = evidence
         if H is None:
@@ -168,18 +168,13 @@ class Matcher:
                              "homography": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
         return result
 
-    def estimate_homography(self, thermal_pts: np.ndarray, visible_pts: np.ndarray):
-        """Robust thermal->visible homography (USAC MAGSAC) and the inlier mask."""
-        n = len(thermal_pts)
-        if n < 4:
-            return None, np.zeros(n, bool)
-        H, mask = cv2.findHomography(thermal_pts.astype(np.float64), visible_pts.astype(np.float64),
-                                     cv2.USAC_MAGSAC, float(self.options["ransac_threshold"]),
-                                     maxIters=int(self.options["ransac_max_iters"]),
-                                     confidence=float(self.options["ransac_confidence"]))
-        if H is None or mask is None or not np.isfinite(H).all():
-            return None, np.zeros(n, bool)
-        return H.astype(np.float64), mask.ravel().astype(bool)
+    def estimate_homography(self, thermal_pts: np.ndarray, visible_pts: np.ndarray,
+                            thermal_size: Optional[Tuple[int, int]] = None,
+                            visible_size: Optional[Tuple[int, int]] = None):
+        """Robust thermal->visible homography (USAC MAGSAC) and the inlier mask; the threshold is
+        ``ransac_threshold`` thermal px (equal sizes when the image sizes are not given)."""
+        tsize = thermal_size or (1, 1)
+        return verification.robust_homography(thermal_pts, visible_pts, tsize, visible_size or tsize, self.options)
 
 
 def scale_points(pts: np.ndarray, working_wh: Tuple[int, int], image_shape) -> np.ndarray:

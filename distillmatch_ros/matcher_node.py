@@ -98,6 +98,9 @@ class MatcherNode(Node):
         self._cal_params = {k: p[k] for k in ("calibration_frames", "calibration_output", "calibration_refine")}
         if calibration is not None:
             self.pipeline.set_calibration(calibration)
+            if not calibration.certain:  # the user chose this file; say what it says of itself
+                self.get_logger().warning(f"{self._calibration_file} says it is uncertain: "
+                                          f"{calibration.uncertain_because}")
         self.sync = ApproximateTimeSynchronizer(**np_.owned_by("sync", p), streams=STREAMS)
         self.sync.register_callback(self._on_pair)
         self._sync_warn_after = float(p["sync_warn_after"])
@@ -293,9 +296,15 @@ class MatcherNode(Node):
             cal.source = {"node": self.get_fully_qualified_name(),
                           "visible_topic": self.resolve_topic_name("visible/image_raw"),
                           "thermal_topic": self.resolve_topic_name("thermal/image_raw")}
+            unc = cal.corner_uncertainty_px.get("mean")
+            if not cal.certain:  # kept for inspection, beside the file in use, which stays as it is
+                side = str(Path(path).with_suffix("")) + ".uncertain.yaml"
+                save_calibration(side, cal)
+                self.get_logger().warning(f"rig calibration uncertain ({cal.uncertain_because}); written to {side}, "
+                                          f"not used: keeping {self._calibration_file or 'the pooled evidence'}")
+                return
             save_calibration(path, cal)
             self._calibration_file = path
-            unc = cal.corner_uncertainty_px.get("mean")
             self.get_logger().info(f"rig calibration written to {path} from {cal.frames_used} frames "
                                    f"(corner uncertainty {unc} px); fusing with it")
 
@@ -352,7 +361,7 @@ class MatcherNode(Node):
         for e in out.events + (out.background.events if out.background is not None else []):
             self._events[e] += 1
             if e in ("thermal_constant", "thermal_frozen", "gain_change", "drift_detected", "drift_suspected",
-                     "calibration_drift", "calibration_failed"):
+                     "calibration_drift", "calibration_failed", "calibration_uncertain"):
                 self.get_logger().warning(f"{e} (stamp {out.stamp_ns / 1e9:.3f})", throttle_duration_sec=1.0)
         header = visible.header
         self._recent[out.stamp_ns] = (visible.header, thermal.header)
@@ -435,7 +444,7 @@ class MatcherNode(Node):
         proc = DiagnosticStatus(name=f"{self.get_name()}: processing", hardware_id=self.get_fully_qualified_name())
         failing = pairs.get("failed", 0) and errors and any(e.startswith("processing failed") for e in errors)
         state_warn = ps["thermal_state"] != "ok" or ps["alignment"] == "drift_suspected" or \
-            ps["calibration"].startswith("failed")
+            ps["calibration"].startswith(("failed", "uncertain"))
         proc.level = DiagnosticStatus.ERROR if failing else DiagnosticStatus.WARN if state_warn else DiagnosticStatus.OK
         drift = ps["drift_px"]
         proc.message = (f"alignment {ps['alignment']}"

@@ -15,7 +15,9 @@ node's exact code path. It works on decoded images (numpy arrays): both decode m
 3. in rig mode, checks that the held homography still explains the current verified matches;
    when it does not (drift: a knock, a re-mount, a focus change) ``drift_confirmations`` times
    in a row, it starts a new pool (a calibration is never replaced: drift against it is
-   reported, ``drift_px`` and the ``calibration_drift`` event);
+   reported, ``drift_px`` and the ``calibration_drift`` event). A calibration made by
+   :meth:`PairPipeline.start_calibration` that calls itself uncertain is not switched to (the
+   ``calibration_uncertain`` event): the previous calibration, or the pool, stays;
 4. fuses the thermal image into the visible frame with the held (or per-pair) homography.
 
 :meth:`PairPipeline.step` does 1-3 and :meth:`PairPipeline.render` does 4, so the node can
@@ -62,7 +64,8 @@ class PipelineConfig:
                                    range=(0.0, 1000.0))
     min_inliers: int = setting(12, "Fewest inliers for a trusted homography", range=(4, 100000))
     drift_threshold_px: float = setting(8.0, "Rig mode: a match is explained by the held homography within "
-                                        "this error [px]", range=(0.1, 10000.0))
+                                        "this error [thermal px; scaled by the visible/thermal stretch]",
+                                        range=(0.1, 10000.0))
     drift_min_explained: float = setting(0.5, "Rig mode: drift when fewer inliers than this fraction are "
                                          "explained", range=(0.0, 1.0))
     drift_confirmations: int = setting(2, "Rig mode: consecutive drift detections before re-estimating",
@@ -310,7 +313,9 @@ class PairPipeline:
         session = self.session
         if session is not None and session.ready and not session.applied:
             session.applied = True
-            if session.error is None and session.result is not None:
+            if session.error is None and session.result is not None and not session.result.certain:
+                events.append("calibration_uncertain")  # keep what we had: never trade it for a guess
+            elif session.error is None and session.result is not None:
                 self.set_calibration(session.result)
                 events.append("calibrated")
             else:
@@ -483,7 +488,8 @@ class PairPipeline:
         err = np.linalg.norm(project(self.held, result.thermal_points[inl]) - result.visible_points[inl],
                              axis=1)
         self.drift_px = float(np.median(err)) if err.size else None
-        explained = float((err <= cfg.drift_threshold_px).mean()) if err.size else 1.0
+        limit = cfg.drift_threshold_px * verification.stretch_factor(tsize, self._sizes[0])
+        explained = float((err <= limit).mean()) if err.size else 1.0
         if explained < cfg.drift_min_explained:
             self._drift_count += 1
             if self.calibration is not None:  # a calibration is trusted: report, never replace
@@ -524,7 +530,7 @@ class PairPipeline:
             tp, vp, _ = calib.balanced_points(self.pool.frames, 150)
             # the matcher's own fit threshold (a stand-in matcher may have no options)
             options = {**verification.FIT_DEFAULTS, **(getattr(self.matcher, "options", None) or {})}
-            thr = float(options["ransac_threshold"])
+            thr = float(options["ransac_threshold"]) * verification.stretch_factor(tsize, self._sizes[0])
             H_pool, mask = calib.robust_fit(tp, vp, thr)
             if H_pool is not None and mask.sum() >= self.config.min_inliers:
                 H_pool, w = calib.irls_fit(tp, vp, H_pool, 2.0 * thr)  # every frame contributes
@@ -570,6 +576,9 @@ class CalibrationSession:
     def progress(self) -> str:
         if self.error:
             return f"failed: {self.error}"
+        if self.result is not None and self.ready and not self.result.certain:
+            return (f"uncertain: {self.result.uncertain_because}; kept the previous alignment "
+                    f"({self.result.frames_used} frames)")
         if self.result is not None and self.ready:
             return f"done: {self.result.frames_used} frames"
         if self.fitting:

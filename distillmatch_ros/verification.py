@@ -36,7 +36,8 @@ from .options import Option, defaults
 
 #: The robust fit whose inliers the verification judges (Matcher options; the node's parameters).
 FIT_OPTIONS: Tuple[Option, ...] = (
-    Option("ransac_threshold", 3.0, "Homography inlier threshold (USAC MAGSAC) [visible px]", range=(0.1, 100.0)),
+    Option("ransac_threshold", 3.0, "Homography inlier threshold (USAC MAGSAC) [thermal px; scaled by the "
+           "visible/thermal stretch]", range=(0.1, 100.0)),
     Option("ransac_confidence", 0.999, "Homography fit: RANSAC confidence", range=(0.0, 1.0)),
     Option("ransac_max_iters", 2000, "Homography fit: most RANSAC iterations", range=(1, 1000000)),
 )
@@ -120,6 +121,32 @@ def nominal_stretch(thermal_size: Tuple[int, int], visible_size: Tuple[int, int]
     """The 2x2 linear map that stretches the thermal image onto the visible one."""
     (tw, th), (vw, vh) = thermal_size, visible_size
     return np.diag([vw / tw, vh / th])
+
+
+def stretch_factor(thermal_size: Tuple[int, int], visible_size: Tuple[int, int]) -> float:
+    """Visible px per thermal px of the nominal stretch (geometric mean of the two axes).
+
+    Thresholds are stated in thermal px, as the evaluation protocol states errors: a matcher's
+    error is a fraction of the grid it sees, so a 3 px threshold in *visible* px is half as wide
+    on a visible camera of twice the thermal resolution, and its inliers halve for no reason."""
+    (tw, th), (vw, vh) = thermal_size, visible_size
+    return math.sqrt(max(vw * vh, 1) / max(tw * th, 1))
+
+
+def robust_homography(thermal_pts: np.ndarray, visible_pts: np.ndarray, thermal_size: Tuple[int, int],
+                      visible_size: Tuple[int, int], opt: Dict[str, Any]) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """The matcher's USAC_MAGSAC thermal -> visible fit, with its threshold of
+    ``ransac_threshold`` thermal px (see :func:`stretch_factor`); (H or None, inlier mask)."""
+    n = len(thermal_pts)
+    if n < 4:
+        return None, np.zeros(n, bool)
+    thr = float(opt["ransac_threshold"]) * stretch_factor(thermal_size, visible_size)
+    H, mask = cv2.findHomography(np.asarray(thermal_pts, np.float64), np.asarray(visible_pts, np.float64),
+                                 cv2.USAC_MAGSAC, thr, maxIters=int(opt["ransac_max_iters"]),
+                                 confidence=float(opt["ransac_confidence"]))
+    if H is None or mask is None or not np.isfinite(H).all():
+        return None, np.zeros(n, bool)
+    return H.astype(np.float64), mask.ravel().astype(bool)
 
 
 def local_jacobian(H: np.ndarray, x: float, y: float) -> np.ndarray:

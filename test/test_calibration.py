@@ -103,6 +103,64 @@ def test_dense_refinement_removes_a_few_pixels_across_modalities():
     assert "CFOG" in after.method["refine"]
 
 
+def rig_frames_2x(n=6, bias_px=(10.0, -6.0), noise_px=2.0, images=True):
+    """Frames of a rig whose visible camera is twice the thermal resolution (640x480 against
+    320x240), all sharing one bias of the matcher (visible px): what pooling cannot see."""
+    H2 = np.diag([2.0, 2.0, 1.0]) @ H_TRUE
+    out = []
+    for k in range(n):
+        vis = textured(50 + k, (640, 480), sigma=4.0)
+        th = cv2.warpPerspective(255 - cv2.GaussianBlur(vis, (0, 0), 2.0), H2, SIZE,
+                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        rng = np.random.default_rng(k)
+        tp = rng.uniform((0, 0), SIZE, (120, 2))
+        vp = C.project(H2, tp) + rng.normal(0, noise_px, (120, 2)) + np.asarray(bias_px)
+        out.append(C.FrameEvidence(k, tp, vp, np.ones(120, np.float32), C.thumbnail(th), C.coverage_cells(tp, SIZE),
+                                   th if images else None, vis if images else None))
+    return out, H2
+
+
+def test_a_shared_bias_is_found_by_the_refinement_and_certain_only_then(tmp_path):
+    """Every frame 6 thermal px off the same way (visible camera 2x finer, where a search in
+    visible px no longer reached): the dense refinement removes it and the calibration is
+    certain, with an uncertainty of at least a third of its error. Without the images nothing
+    independent of the matcher can see the bias: the pooled fit is returned, marked uncertain."""
+    frames, H2 = rig_frames_2x()
+    pooled = C.fit_pooled(frames, SIZE, (640, 480), C.FitOptions(refine=False, bootstrap=20))
+    assert C.corner_distance(pooled.homography, H2, SIZE) > 4.0
+    assert not pooled.certain and "refinement off" in pooled.uncertain_because
+    cal = C.fit_pooled(frames, SIZE, (640, 480), C.FitOptions(bootstrap=20))
+    err = C.corner_distance(cal.homography, H2, SIZE)
+    assert err < 1.0, (err, cal.method)
+    assert cal.certain, cal.uncertain_because
+    unc = cal.corner_uncertainty_px
+    assert unc["mean"] <= C.FitOptions().certain_below_px and unc["mean"] >= err / 3
+    assert {"bootstrap", "halves", "restart"} <= set(unc["components"])
+    blind = C.fit_pooled(rig_frames_2x(images=False)[0], SIZE, (640, 480), C.FitOptions(bootstrap=20))
+    assert not blind.certain and "bias is unchecked" in blind.uncertain_because
+    data = yaml.safe_load(open(C.save_calibration(str(tmp_path / "blind.yaml"), blind)))
+    assert data["certain"] is False and data["uncertain_because"] == blind.uncertain_because
+    back = C.load_calibration(str(tmp_path / "blind.yaml"))
+    assert not back.certain and back.uncertain_because == blind.uncertain_because
+
+
+def test_pipeline_keeps_its_calibration_when_the_new_one_is_uncertain():
+    m = FakeMatcher()
+    pipe = PairPipeline(m, PipelineConfig(match_rate_hz=5.0, fuse=False))
+    previous = C.Calibration(homography=m.H, thermal_size=(80, 64), visible_size=(200, 160))
+    pipe.set_calibration(previous)
+    session = pipe.start_calibration(3, refine=False)  # no dense refinement: uncertain by design
+    events = []
+    for k in range(40):
+        events += pipe.process(*pframes(k), int(k * 1e8)).events
+        if session.ready:
+            break
+    assert session.wait(30) and session.result is not None and not session.result.certain
+    events += pipe.process(*pframes(50), int(50 * 1e8)).events
+    assert "calibration_uncertain" in events and "calibrated" not in events
+    assert pipe.calibration is previous and session.progress().startswith("uncertain")
+
+
 def test_calibration_file_round_trip_and_clear_errors(tmp_path):
     cal = C.fit_pooled([noisy_frame(k) for k in range(5)], SIZE, (640, 480), C.FitOptions(refine=False))
     cal.model, cal.source = "m", {"bag": "b"}
@@ -169,6 +227,7 @@ def test_calibrate_bag_pools_better_than_pairs(rig_bag):
     assert data["thermal_size"] == [160, 128] and data["visible_size"] == [256, 192]
     assert data["source"]["bag"].endswith("bag") and len(data["source"]["bag_time_range_ns"]) == 2
     assert data["corner_uncertainty_px"]["mean"] > 0
+    assert data["certain"] is False and "refinement off" in data["uncertain_because"]
     rep = json.load(open(tmp / "rep" / "report.json"))
     assert rep["per_pair_error_median_px"] > 0
     assert "calibrated homography error" in open(tmp / "rep" / "report.md").read()
@@ -247,6 +306,9 @@ def test_calibrate_real_rig_bag_meets_target(tmp_path, shared_data, shipped_mode
     r = json.load(open(tmp_path / "cal" / "report.json"))
     assert "error vs ground truth" in out and (tmp_path / "rig.yaml").is_file()
     assert r["calibrated_error_px"] <= 2.0, r["calibrated_error_px"]
+    cal = r["calibration"]  # a certain calibration is within 1.5 px; the uncertainty covers a third
+    assert not cal["certain"] or r["calibrated_error_px"] <= 1.5, (cal["certain"], r["calibrated_error_px"])
+    assert cal["corner_uncertainty_px"]["mean"] >= r["calibrated_error_px"] / 3, cal["corner_uncertainty_px"]
     assert r["calibrated_error_px"] <= r["per_pair_error_median_px"] / 3, (r["calibrated_error_px"],
                                                                            r["per_pair_error_median_px"])
     cli("bag-eval", bag, "--report", str(tmp_path / "be"), "--examples", "0", *common)

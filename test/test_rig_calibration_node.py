@@ -3,7 +3,7 @@
 * a calibration file is loaded and every pair is fused with it at camera rate (the network runs
   only at match_rate_hz), and a *wrong* file is reported as drift on /diagnostics;
 * ``~/calibrate`` (std_srvs/Trigger) pools the next verified pairs, writes the file and
-  switches to it.
+  switches to it; an uncertain result is written beside it and not used.
 
 The shipped model is needed: drift and calibration need real, verified matches, which the
 random-weight test model cannot give.
@@ -111,8 +111,8 @@ def test_calibrate_service_pools_writes_and_switches(tmp_path, shipped_model):
     out = tmp_path / "calibrated.yaml"
     ns = "/dm_rigsrv"
     proc = NodeProcess(tmp_path, {"model": str(shipped_model), "backend": "onnxruntime", "num_threads": 1,
-                                  "rig_mode": True, "match_rate_hz": 2.0, "calibration_frames": 4,
-                                  "calibration_output": str(out), "calibration_refine": False,
+                                  "rig_mode": True, "match_rate_hz": 2.0, "calibration_frames": 6,
+                                  "calibration_output": str(out), "calibration_refine": True,
                                   "qos_reliability": "reliable", "diagnostics_period": 0.5},
                        namespace=ns, name="rigsrv")
     with proc.session(ns) as tester:
@@ -142,6 +142,47 @@ def test_calibrate_service_pools_writes_and_switches(tmp_path, shipped_model):
         _publish(tester, 3, 5.0, tester.now_ns(), seed=9)
         tester.wait_for(lambda: len(tester.peek("corr")) >= 3, 30, "correspondences after switching")
         assert any(m.calibrated for m in tester.take("corr"))
+
+
+def test_an_uncertain_calibration_does_not_replace_the_one_in_use(tmp_path, shipped_model):
+    """~/calibrate without the dense refinement cannot check the matcher's shared bias, so its
+    result says it is uncertain: the node writes it beside the file in use, reports
+    ``calibration: uncertain`` on /diagnostics and keeps fusing with the previous calibration."""
+    from std_srvs.srv import Trigger
+    ros_env()
+    previous = _write_cal(tmp_path / "rig.yaml", H_TRUE)
+    before = previous.read_text()
+    ns = "/dm_riguncertain"
+    proc = NodeProcess(tmp_path, {"model": str(shipped_model), "backend": "onnxruntime", "num_threads": 1,
+                                  "rig_mode": True, "match_rate_hz": 2.0, "calibration_frames": 3,
+                                  "rig_calibration_file": str(previous), "calibration_refine": False,
+                                  "qos_reliability": "reliable", "diagnostics_period": 0.5},
+                       namespace=ns, name="riguncertain")
+    side = tmp_path / "rig.uncertain.yaml"
+    with proc.session(ns) as tester:
+        cli = tester.node.create_client(Trigger, f"{ns}/matcher_node/calibrate")
+        assert cli.wait_for_service(timeout_sec=20)
+        fut = cli.call_async(Trigger.Request())
+        tester.wait_for(fut.done, 20, "calibrate reply")
+        assert fut.result().success, fut.result().message
+        t0 = tester.now_ns()
+        for rnd in range(4):
+            _publish(tester, 6, 2.0, tester.now_ns(), seed=rnd + 1)
+            if side.exists():
+                break
+        tester.wait_for(side.exists, 60, "the uncertain calibration file")
+        data = yaml.safe_load(side.read_text())
+        assert data["certain"] is False and "refinement off" in data["uncertain_because"]
+        assert previous.read_text() == before  # the file in use is untouched
+        _publish(tester, 2, 2.0, tester.now_ns(), seed=7)  # a pair after the fit applies the decision
+        d = _diag(tester, t0, "calibration", lambda v: v.startswith("uncertain"), timeout=30)
+        assert d["calibration_file"] == str(previous) and d["calibrated"] == "True"
+        tester.take("corr")
+        _publish(tester, 3, 5.0, tester.now_ns(), seed=9)
+        tester.wait_for(lambda: len(tester.peek("corr")) >= 3, 30, "correspondences after the refusal")
+        corr = tester.take("corr")
+        assert all(np.allclose(np.asarray(m.homography).reshape(3, 3), H_TRUE) for m in corr if m.calibrated)
+        assert any(m.calibrated for m in corr)
 
 
 def test_bad_calibration_file_fails_start_with_reason(tmp_path, tiny_checkpoint):

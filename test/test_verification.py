@@ -156,3 +156,45 @@ def test_right_and_wrong_real_pairs(shipped, shared_data):
     for r in wrong:
         if r.homography is None:
             assert r.verification != "ok" and r.confidence == 0.0 and not r.inliers.any()
+
+
+def _rig_matches(stretch, n=300, inlier_frac=0.5, noise=1.2, seed=0):
+    """Matches of one rig seen by a 320x240 thermal camera and a visible camera ``stretch``
+    times finer: the same thermal points, the same error in thermal px, wrong matches anywhere."""
+    rng = np.random.default_rng(seed)
+    size_t, size_v = (320, 240), (int(320 * stretch), int(240 * stretch))
+    tp = rng.uniform([0, 0], size_t, (n, 2))
+    H = np.diag([stretch, stretch, 1.0]) @ np.array([[0.98, 0.03, 6.0], [-0.02, 1.01, -4.0], [0, 0, 1.0]])
+    hom = np.c_[tp, np.ones(n)] @ H.T
+    vp = hom[:, :2] / hom[:, 2:] + stretch * rng.normal(0, noise, (n, 2))
+    wrong = rng.random(n) > inlier_frac
+    vp[wrong] = rng.uniform([0, 0], size_v, (int(wrong.sum()), 2))
+    return tp.astype(np.float32), vp.astype(np.float32), size_t, size_v
+
+
+def test_inlier_threshold_is_in_thermal_px_so_a_finer_visible_camera_keeps_its_inliers():
+    """The same rig evidence with a visible camera at 1x and 2x the thermal resolution: the
+    threshold follows the stretch, so the inliers and the verdict stay; a threshold in visible
+    px (what the fit did before) loses inliers on the finer camera."""
+    opt = dict(V.FIT_DEFAULTS, **V.DEFAULTS)
+    counts, verdicts = [], []
+    for stretch in (1.0, 2.0):
+        tp, vp, st, sv = _rig_matches(stretch)
+        H, inl = V.robust_homography(tp, vp, st, sv, opt)
+        counts.append(int(inl.sum()))
+        verdicts.append(V.decide(V.features(H, inl, tp, np.full(len(tp), 0.3, np.float32), st, sv), opt).accepted)
+    assert verdicts == [True, True]
+    assert abs(counts[1] - counts[0]) <= 0.1 * counts[0], counts
+    tp, vp, st, sv = _rig_matches(2.0)
+    _, inl_visible_px = V.robust_homography(tp, vp, sv, sv, opt)  # equal sizes: threshold in visible px
+    assert inl_visible_px.sum() < 0.8 * counts[1], (int(inl_visible_px.sum()), counts[1])
+
+
+@pytest.mark.parametrize("stretch", [1.0, 2.0, 4.0])
+def test_wrong_matches_stay_rejected_on_a_finer_visible_camera(stretch):
+    """The wider threshold (in visible px) of a finer visible camera lets no random matches through."""
+    opt = dict(V.FIT_DEFAULTS, **V.DEFAULTS)
+    tp, vp, st, sv = _rig_matches(stretch, n=150, inlier_frac=0.0, seed=3)
+    H, inl = V.robust_homography(tp, vp, st, sv, opt)
+    f = V.features(H, inl, tp, np.full(len(tp), 0.3, np.float32), st, sv)
+    assert not V.decide(f, opt).accepted

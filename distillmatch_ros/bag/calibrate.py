@@ -108,8 +108,10 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
             bar.set_postfix(verified=counts["verified"])
         bar.close()
     if not candidates:
-        raise BagError(f"no pair of {bag} gave a verified homography ({counts['matched']} matched, reasons: "
+        err = BagError(f"no pair of {bag} gave a verified homography ({counts['matched']} matched, reasons: "
                        f"{reasons or 'none'}); check the topics, or record views with more structure")
+        err.counts, err.rejected_by = counts, reasons  # what a benchmark reports about this bag
+        raise err
     chosen = cal_mod.select_frames(candidates, frames)
     cal = cal_mod.fit_pooled(chosen, sizes[0], sizes[1], cal_mod.FitOptions(refine=refine))
     cal.model = matcher_name or str(getattr(matcher, "model_path", ""))
@@ -147,7 +149,9 @@ def _write_report(report: Dict, report_dir: str) -> None:
              f"| matched / verified / rejected | {counts['matched']} / {counts['verified']} / {counts['rejected']} |",
              f"| skipped as repeated content | {counts['skipped_repeat']} |",
              f"| frames used / inliers used | {c['frames_used']} / {c['inliers_used']} |",
-             f"| corner uncertainty mean / max (bootstrap) | {_f(unc.get('mean'))} / {_f(unc.get('max'))} px |",
+             f"| **certain** | **{'yes' if c['certain'] else 'no: ' + str(c['uncertain_because'])}** |",
+             f"| corner uncertainty mean / max (bootstrap, halves, restart) | {_f(unc.get('mean'))} / "
+             f"{_f(unc.get('max'))} px |",
              f"| refinement | {c['method'].get('refine')} |"]
     if "calibrated_error_px" in report:
         lines += [f"| **calibrated homography error** (vs ground truth) | **{_f(report['calibrated_error_px'])} px** |",

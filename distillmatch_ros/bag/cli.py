@@ -191,6 +191,9 @@ def cmd_calibrate(args) -> int:
         line += (f"; error vs ground truth {r['calibrated_error_px']:.2f} px (per-pair median "
                  f"{r['per_pair_error_median_px']:.2f} px)")
     print(line)
+    if not c["certain"]:
+        print(f"calibration: uncertain ({c['uncertain_because']}); the node will not switch to it. Record "
+              "more frames of different, structured scenes covering the whole image, or check the rig.")
     print(f"wrote {args.out}" + (f"; report: {os.path.join(args.report, 'report.md')}" if args.report else ""))
     return 0
 
