@@ -4,7 +4,7 @@ Why measured here and not decided once by the developers: whether INT8 pays depe
 (8-bit dot products, VNNI, are on some and not others) and on the thread count, and whether it
 keeps the accuracy depends on the weights, which change with every training run.
 
-``python -m distillmatch_ros.quantize`` builds the INT8 model and, for this model, working size,
+``python -m distillmatch_ros.cpu_prepare`` builds the INT8 model and, for this model, working size,
 CPU, ONNX Runtime version and thread count, runs both candidates (``onnxruntime``: FP32;
 ``onnxruntime_int8``: the trunk in INT8) as the whole matcher on check pairs with a known
 homography: the demo's sample pairs (bundled photos, V2I-GAN pseudo-infrared, rendered through
@@ -44,9 +44,8 @@ def applies(device) -> bool:
 
 def check_pairs() -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(visible, thermal, thermal->visible H) of the demo's sample pairs through its rig."""
-    from .bag.demo import THERMAL_SIZE, VISIBLE_SIZE
     from .bag.make_bag import default_rig_homography, render_pair
-    from .bag.sample import sample_pairs
+    from .bag.sample import THERMAL_SIZE, VISIBLE_SIZE, sample_pairs
     pairs, _ = sample_pairs(VISIBLE_SIZE)
     H = default_rig_homography(VISIBLE_SIZE, THERMAL_SIZE)
     return [(*render_pair(p, VISIBLE_SIZE, THERMAL_SIZE, H), H) for p in pairs]
@@ -93,7 +92,7 @@ def choose(matcher, device) -> Tuple[Any, str]:
     if record is None:
         return (OnnxRuntimeBackend(matcher.model, device, matcher.input_size),
                 "auto: onnxruntime (FP32; INT8 not measured on this machine for this model: "
-                "python -m distillmatch_ros.quantize)")
+                "python -m distillmatch_ros.cpu_prepare)")
     name = record["choice"]
     if name == "onnxruntime_int8" and not Path(record["int8_model"]).exists():
         name, record["reason"] = "onnxruntime", f"the measured INT8 model {record['int8_model']} is gone"

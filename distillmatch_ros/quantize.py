@@ -14,13 +14,12 @@ Calibration images, first found wins (the source is part of the cache key):
    pseudo-infrared (:mod:`distillmatch_ros.bag.sample`), so a fresh clone can build it too.
 
 The quantised model is built at its first use (``backend="onnxruntime_int8"``, or
-``python -m distillmatch_ros.quantize``, which also measures it for ``auto``: cpu_choice.py) into
+``python -m distillmatch_ros.cpu_prepare``, which also measures it for ``auto``: cpu_choice.py) into
 the cache next to the FP32 export, keyed by the model hash, the graph version and the
 calibration source, so new weights get a new one.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -76,8 +75,7 @@ def calibration_pairs(count: int = 48) -> Tuple[List[Pair], str]:
         pairs += _folder_pairs(f, max(1, count // len(folders)))
     if pairs:
         return pairs, source
-    from .bag.demo import VISIBLE_SIZE
-    from .bag.sample import sample_pairs
+    from .bag.sample import VISIBLE_SIZE, sample_pairs
     generated, _ = sample_pairs(VISIBLE_SIZE, views_per_photo=max(1, count // 4))
     return [(p.visible, p.thermal) for p in generated], "sample"
 
@@ -127,20 +125,3 @@ def network_feeds(prepare: Callable[[np.ndarray, np.ndarray], tuple], pairs: Seq
         tv, tt = prepare(v, t)[2:]
         feeds.append({"visible": tv, "thermal": tt})
     return feeds
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Build the INT8 model of a matcher, measure it against FP32 on "
-                                 "this machine and record which one backend=auto uses.")
-    ap.add_argument("--model", default="", help="checkpoint or shipped name; empty = the shipped default")
-    a = ap.parse_args(argv)
-    from . import cpu_choice
-    from .matcher import Matcher
-    m = Matcher.from_pretrained(a.model or None, backend="onnxruntime")
-    record = cpu_choice.prepare(m)
-    print(f"backend auto will use {record['choice']}: {record['reason']}\n{cpu_choice.record_path(m)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

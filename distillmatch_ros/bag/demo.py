@@ -17,10 +17,8 @@ import numpy as np
 from ..options import Option
 from .io import BagError
 from .make_bag import make_bag, write_gt_json
-from .sample import sample_pairs, write_sample_inputs
+from .sample import THERMAL_SIZE, VISIBLE_SIZE, sample_pairs, write_sample_inputs
 
-VISIBLE_SIZE = (640, 480)
-THERMAL_SIZE = (320, 256)
 #: demo's --views: views cropped from each of the four bundled photos.
 VIEWS = Option("views", 3, "Views per photo (4 photos)", range=(1, 20))
 

@@ -18,6 +18,10 @@ import numpy as np
 from .io import BagError
 from .make_bag import Pair
 
+#: The demo's cameras: a 640x480 visible and a 320x256 thermal camera.
+VISIBLE_SIZE = (640, 480)
+THERMAL_SIZE = (320, 256)
+
 #: photos in scikit-image's wheel with a licence that allows any use (see its data/README.txt)
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 

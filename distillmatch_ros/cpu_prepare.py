@@ -1,0 +1,27 @@
+"""Prepare ``backend="auto"`` on this CPU: build the INT8 model, measure it against FP32, record the choice.
+
+    python -m distillmatch_ros.cpu_prepare [--model NAME_OR_PATH]
+
+Why a module of its own: it drives a whole :class:`~distillmatch_ros.matcher.Matcher`, which the
+backends (and so quantize.py) sit below; keeping the command here keeps the imports one-way.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Build the INT8 model of a matcher, measure it against FP32 on "
+                                 "this machine and record which one backend=auto uses.")
+    ap.add_argument("--model", default="", help="checkpoint or shipped name; empty = the shipped default")
+    a = ap.parse_args(argv)
+    from . import cpu_choice
+    from .matcher import Matcher
+    m = Matcher.from_pretrained(a.model or None, backend="onnxruntime")
+    record = cpu_choice.prepare(m)
+    print(f"backend auto will use {record['choice']}: {record['reason']}\n{cpu_choice.record_path(m)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
