@@ -313,13 +313,13 @@ class PairPipeline:
         session = self.session
         if session is not None and session.ready and not session.applied:
             session.applied = True
-            if session.error is None and session.result is not None and not session.result.certain:
+            if session.error is not None or session.result is None:
+                events.append("calibration_failed")
+            elif not session.result.certain:
                 events.append("calibration_uncertain")  # keep what we had: never trade it for a guess
-            elif session.error is None and session.result is not None:
+            else:
                 self.set_calibration(session.result)
                 events.append("calibrated")
-            else:
-                events.append("calibration_failed")
         if self.calibration is not None and self.config.rig_mode:
             self._check_calibration_sizes(vsize, tsize)
 
