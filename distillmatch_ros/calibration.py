@@ -41,6 +41,7 @@ import numpy as np
 from .errors import DistillMatchError
 from .evaluation import homography_scale, project, thermal_corners
 from .options import Option, defaults
+from .verification import magsac_fit
 
 Size = Tuple[int, int]  # (width, height)
 
@@ -210,14 +211,10 @@ def balanced_points(frames: Sequence[FrameEvidence], per_frame_cap: int, seed: i
 
 
 def robust_fit(tp: np.ndarray, vp: np.ndarray, threshold: float) -> Tuple[Optional[np.ndarray], np.ndarray]:
-    """USAC_MAGSAC thermal -> visible fit; (H or None, inlier mask)."""
-    if len(tp) < 4:
-        return None, np.zeros(len(tp), bool)
-    H, mask = cv2.findHomography(tp.astype(np.float64), vp.astype(np.float64), cv2.USAC_MAGSAC, threshold,
-                                 maxIters=10000, confidence=0.9999)
-    if H is None or mask is None or not np.isfinite(H).all():
-        return None, np.zeros(len(tp), bool)
-    return H / H[2, 2], mask.ravel().astype(bool)
+    """USAC_MAGSAC thermal -> visible fit of pooled points (more iterations than a single pair's
+    fit, since a calibration runs once); (H normalised to H[2,2] = 1 or None, inlier mask)."""
+    H, mask = magsac_fit(tp, vp, threshold, max_iters=10000, confidence=0.9999)
+    return (None if H is None else H / H[2, 2]), mask
 
 
 def weighted_dlt(tp: np.ndarray, vp: np.ndarray, w: np.ndarray) -> Optional[np.ndarray]:

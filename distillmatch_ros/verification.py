@@ -137,13 +137,19 @@ def robust_homography(thermal_pts: np.ndarray, visible_pts: np.ndarray, thermal_
                       visible_size: Tuple[int, int], opt: Dict[str, Any]) -> Tuple[Optional[np.ndarray], np.ndarray]:
     """The matcher's USAC_MAGSAC thermal -> visible fit, with its threshold of
     ``ransac_threshold`` thermal px (see :func:`stretch_factor`); (H or None, inlier mask)."""
+    thr = float(opt["ransac_threshold"]) * stretch_factor(thermal_size, visible_size)
+    return magsac_fit(thermal_pts, visible_pts, thr, int(opt["ransac_max_iters"]), float(opt["ransac_confidence"]))
+
+
+def magsac_fit(thermal_pts: np.ndarray, visible_pts: np.ndarray, threshold: float, max_iters: int,
+               confidence: float) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """OpenCV's USAC_MAGSAC thermal -> visible fit at ``threshold`` visible px; (H or None, inlier
+    mask). The one robust fit of the package: the matcher and the rig calibration both call it."""
     n = len(thermal_pts)
     if n < 4:
         return None, np.zeros(n, bool)
-    thr = float(opt["ransac_threshold"]) * stretch_factor(thermal_size, visible_size)
     H, mask = cv2.findHomography(np.asarray(thermal_pts, np.float64), np.asarray(visible_pts, np.float64),
-                                 cv2.USAC_MAGSAC, thr, maxIters=int(opt["ransac_max_iters"]),
-                                 confidence=float(opt["ransac_confidence"]))
+                                 cv2.USAC_MAGSAC, threshold, maxIters=max_iters, confidence=confidence)
     if H is None or mask is None or not np.isfinite(H).all():
         return None, np.zeros(n, bool)
     return H.astype(np.float64), mask.ravel().astype(bool)
