@@ -105,6 +105,17 @@ def test_calibration_file_fuses_every_pair_and_a_wrong_file_is_drift(tmp_path, s
         assert proc.alive()
 
 
+def _request_calibration(tester, ns):
+    """Call ``~/calibrate`` and check that it accepted; (client, the answered future)."""
+    from std_srvs.srv import Trigger
+    cli = tester.node.create_client(Trigger, f"{ns}/matcher_node/calibrate")
+    assert cli.wait_for_service(timeout_sec=20)
+    fut = cli.call_async(Trigger.Request())
+    tester.wait_for(fut.done, 20, "calibrate reply")
+    assert fut.result().success, fut.result().message
+    return cli, fut
+
+
 def test_calibrate_service_pools_writes_and_switches(tmp_path, shipped_model):
     from std_srvs.srv import Trigger
     ros_env()
@@ -116,11 +127,7 @@ def test_calibrate_service_pools_writes_and_switches(tmp_path, shipped_model):
                                   "qos_reliability": "reliable", "diagnostics_period": 0.5},
                        namespace=ns, name="rigsrv")
     with proc.session(ns) as tester:
-        cli = tester.node.create_client(Trigger, f"{ns}/matcher_node/calibrate")
-        assert cli.wait_for_service(timeout_sec=20)
-        fut = cli.call_async(Trigger.Request())
-        tester.wait_for(fut.done, 20, "calibrate reply")
-        assert fut.result().success, fut.result().message
+        cli, fut = _request_calibration(tester, ns)
         assert str(out) in fut.result().message
         fut2 = cli.call_async(Trigger.Request())  # a second request while pooling is refused
         tester.wait_for(fut2.done, 20, "second calibrate reply")
@@ -148,7 +155,6 @@ def test_an_uncertain_calibration_does_not_replace_the_one_in_use(tmp_path, ship
     """~/calibrate without the dense refinement cannot check the matcher's shared bias, so its
     result says it is uncertain: the node writes it beside the file in use, reports
     ``calibration: uncertain`` on /diagnostics and keeps fusing with the previous calibration."""
-    from std_srvs.srv import Trigger
     ros_env()
     previous = _write_cal(tmp_path / "rig.yaml", H_TRUE)
     before = previous.read_text()
@@ -160,11 +166,7 @@ def test_an_uncertain_calibration_does_not_replace_the_one_in_use(tmp_path, ship
                        namespace=ns, name="riguncertain")
     side = tmp_path / "rig.uncertain.yaml"
     with proc.session(ns) as tester:
-        cli = tester.node.create_client(Trigger, f"{ns}/matcher_node/calibrate")
-        assert cli.wait_for_service(timeout_sec=20)
-        fut = cli.call_async(Trigger.Request())
-        tester.wait_for(fut.done, 20, "calibrate reply")
-        assert fut.result().success, fut.result().message
+        _request_calibration(tester, ns)
         t0 = tester.now_ns()
         for rnd in range(4):
             _publish(tester, 6, 2.0, tester.now_ns(), seed=rnd + 1)
