@@ -1,6 +1,9 @@
-"""Sweep the working size and confidence threshold of a checkpoint on the first val scenes.
+"""Sweep the working size and confidence threshold of checkpoints on the first scenes of npz sets.
 
     python -m benchmarks.working_size_sweep runs/tiny_cpu/best.pt --limit 10 --json out/sweep.json
+    # checkpoints side by side on a held-out camera's synthetic pairs (training.synthetic_sets)
+    python -m benchmarks.working_size_sweep models/distillmatch_tiny.pt runs/locoA/best.pt \
+        --sizes 416x320 --thresholds 0.1 --limit 40 --sets runs/loco/m3svd_synth,runs/loco/roadscene_synth
 
 Used to choose the shipped model's working size and default threshold (models/MODEL_CARD.md);
 it reports AUC@5/10, precision@3 and time per pair with the evaluation protocol
@@ -20,7 +23,9 @@ from distillmatch_ros.model import with_input_size
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("checkpoint")
+    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--sets", default="roadscene_homography,roadscene_deform",
+                    help="comma-separated npz sets: names under --data, or folders")
     ap.add_argument("--sizes", default="320x256,416x320,480x384")
     ap.add_argument("--thresholds", default="0.2,0.1")
     ap.add_argument("--limit", type=int, default=10)
@@ -28,18 +33,20 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(2)
-    model, _ = load_checkpoint(a.checkpoint)
     rows = []
-    for s in a.sizes.split(","):
-        sized = with_input_size(model, [int(v) for v in s.split("x")])
-        for thr in (float(t) for t in a.thresholds.split(",")):
-            m = Matcher.from_model(sized, backend="torch", match_threshold=thr)
-            row = {"size": s, "threshold": thr}
-            for name in ("roadscene_homography", "roadscene_deform"):
-                r = evaluate_matcher(m.match, str(Path(a.data) / name), limit=a.limit)
-                row.update({f"{name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
-            rows.append(row)
-            print(row, flush=True)
+    for ck in a.checkpoints:
+        model, _ = load_checkpoint(ck)
+        for s in a.sizes.split(","):
+            sized = with_input_size(model, [int(v) for v in s.split("x")])
+            for thr in (float(t) for t in a.thresholds.split(",")):
+                m = Matcher.from_model(sized, backend="torch", match_threshold=thr)
+                row = {"checkpoint": ck, "size": s, "threshold": thr}
+                for name in a.sets.split(","):
+                    folder = Path(name) if Path(name).is_dir() else Path(a.data) / name
+                    r = evaluate_matcher(m.match, str(folder), limit=a.limit)
+                    row.update({f"{name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
+                rows.append(row)
+                print(row, flush=True)
     write_report(rows, a.json, show=False)
     return 0
 
