@@ -8,11 +8,12 @@ Usage::
     from distillmatch_ros.pseudo_infrared import PseudoInfrared
     pir = PseudoInfrared.from_pretrained()          # the shipped v2i_gan, wherever it is installed
     ir = pir(bgr_uint8_hxwx3)                       # -> uint8 HxW pseudo-infrared
+    pir.set_profile(thermal_profile(my_thermal_frames))  # render with your thermal camera's look
     ir01 = pir.translate_tensor(vis_bgr01)          # [B,3,H,W] 0..1 -> [B,1,H,W] 0..1 (differentiable-free)
 
 The file is a plain dict loaded with ``torch.load(weights_only=True)``:
 ``{"format": "distillmatch_ros.v2i_gan", "version": 1, "config": {...}, "state_dict": {...},
-"card": {...}}``.
+"card": {...}, "profiles": {name: [mean, std]}}`` (profiles: only for standardised generators).
 """
 from __future__ import annotations
 
@@ -59,6 +60,33 @@ def stretch_exposure(x: torch.Tensor, lo_q: float = 0.01, hi_q: float = 0.99) ->
     return ((x - lo) / span).clamp(0, 1)
 
 
+def standardise(x: torch.Tensor, min_std: float = 0.02) -> torch.Tensor:
+    """Each image (and channel) to zero mean and unit standard deviation over its pixels."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(min_std)  # a flat frame stays flat
+    return (x - mean) / std
+
+
+def render(z: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Standardised pseudo-infrared -> grey levels 0..1 of a thermal camera whose frames have this
+    typical ``mean`` and ``std`` (its automatic gain control's look)."""
+    return (mean + std * z).clamp(0, 1)
+
+
+def thermal_profile(images) -> tuple:
+    """(mean, std) in 0..1 of a thermal camera from some of its frames (uint8 or uint16 arrays):
+    the average of the per-frame means and of the per-frame standard deviations."""
+    means, stds = [], []
+    for img in images:
+        a = np.asarray(img, dtype=np.float64)
+        a = a / (65535.0 if np.asarray(img).dtype == np.uint16 else 255.0)
+        means.append(a.mean())
+        stds.append(a.std())
+    if not means:
+        raise InputError("thermal_profile needs at least one thermal frame")
+    return float(np.mean(means)), float(np.mean(stds))
+
+
 class TranslationGenerator(nn.Module):
     """Small U-Net/ResNet image translator (~0.7 M parameters at width 24).
 
@@ -75,6 +103,7 @@ class TranslationGenerator(nn.Module):
         "width": 24,      # channels at full resolution (x2 at 1/2, x4 at 1/4 and 1/8)
         "n_res": 4,       # residual blocks at 1/8
         "input_norm": "none",  # "percentile": stretch the input's 1-99 % luminance to 0..1 first
+        "output_norm": "none",  # "standardised": trained on standardised targets; rendered with a profile
     }
 
     def __init__(self, **conf):
@@ -112,15 +141,48 @@ class TranslationGenerator(nn.Module):
 class PseudoInfrared:
     """Callable visible (BGR uint8) -> pseudo-infrared (uint8) translator."""
 
-    def __init__(self, generator: TranslationGenerator, card: Optional[dict] = None, device=None):
+    def __init__(self, generator: TranslationGenerator, card: Optional[dict] = None, device=None,
+                 profiles: Optional[dict] = None, profile=None):
         self.device = torch.device(device or "cpu")
         self.generator = generator.to(self.device).eval()
         for p in self.generator.parameters():
             p.requires_grad_(False)
         self.card = dict(card or {})
+        self.profiles = {k: (float(v[0]), float(v[1])) for k, v in (profiles or {}).items()}
+        self.profile = None
+        self.set_profile(profile)
+
+    @property
+    def standardised(self) -> bool:
+        return self.generator.conf.get("output_norm", "none") == "standardised"
+
+    def set_profile(self, profile=None) -> None:
+        """Choose the thermal camera look a standardised generator renders to: a name from the
+        file's ``profiles`` (the training cameras), a ``(mean, std)`` pair in 0..1 (see
+        :func:`thermal_profile` for your own camera), or None for the file's ``default``.
+
+        Why: how bright a thermal frame is depends on its camera's gain control, not on the
+        scene, so it cannot be read from the visible image; the generator predicts the scene's
+        relative heat, and the profile gives it the grey levels of the camera it stands in for.
+        """
+        if not self.standardised:
+            if profile is not None:
+                raise InputError("this V2I-GAN file renders one fixed look; it takes no thermal profile")
+            return
+        if profile is None:
+            profile = "default"
+        if isinstance(profile, str):
+            if profile not in self.profiles:
+                raise InputError(f"unknown thermal profile {profile!r}; this file has {sorted(self.profiles)} "
+                                 "or pass (mean, std) in 0..1")
+            profile = self.profiles[profile]
+        mean, std = (float(v) for v in profile)
+        if not (0.0 <= mean <= 1.0 and 0.0 < std <= 1.0):
+            raise InputError(f"thermal profile needs mean in [0, 1] and std in (0, 1], got ({mean}, {std})")
+        self.profile = (mean, std)
 
     @classmethod
-    def from_pretrained(cls, path=None, device=None) -> "PseudoInfrared":
+    def from_pretrained(cls, path=None, device=None, profile=None) -> "PseudoInfrared":
         """Load a generator by shipped name or file path (default: the shipped ``v2i_gan``).
 
         The file is found by :func:`distillmatch_ros.model_files.resolve` (checkout, wheel,
@@ -142,7 +204,7 @@ class PseudoInfrared:
             gen.load_state_dict(blob["state_dict"])
         except Exception as e:
             raise CheckpointError(f"{path}: weights do not match the generator architecture: {e}") from e
-        return cls(gen, blob.get("card"), device)
+        return cls(gen, blob.get("card"), device, profiles=blob.get("profiles"), profile=profile)
 
     @torch.no_grad()
     def translate_tensor(self, vis_bgr01: torch.Tensor) -> torch.Tensor:
@@ -158,6 +220,8 @@ class PseudoInfrared:
             mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         y = self.generator(x)[..., :h, :w]
+        if self.standardised:
+            y = render(standardise(y), *self.profile)
         return y.to(vis_bgr01.device)
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from distillmatch_ros.pseudo_infrared import render, standardise, thermal_profile
 from training.datasets import (
     PairCropDataset,
     default_data_root,
@@ -63,32 +64,58 @@ def exposure_jitter(vis: torch.Tensor, generator: torch.Generator, p: float = 0.
 
 def gather_train_pairs(args):
     """RoadScene train split + TNO + the M3SVD training clips by default (day, dusk, night, smoke),
-    or the ``--pairs`` folders (all of each)."""
-    pairs = []
+    or the ``--pairs`` folders (all of each). Returns (pairs, {camera: thermal (mean, std)}), the
+    profiles from the training frames only, plus ``default``: the cameras' average."""
+    sources = []
     if args.pairs:
-        for p in args.pairs:
-            pairs += load_aligned_pairs(p, split_names(p, "train"), args.max_side)
-        return pairs
-    root = Path(args.data_root)
-    if not (root / "roadscene").is_dir():
-        raise SystemExit(f"no training data: {root}/roadscene missing (pass --data-root or --pairs)")
-    pairs += load_aligned_pairs(root / "roadscene", split_names(root / "roadscene", "train"), args.max_side)
-    if (root / "tno").is_dir() and not args.no_tno:
-        pairs += load_aligned_pairs(root / "tno", None, args.max_side)
-    if (root / "m3svd").is_dir() and not args.no_m3svd:
-        pairs += load_aligned_pairs(root / "m3svd", None, args.max_side)
-    return pairs
+        sources = [(Path(p).name, load_aligned_pairs(p, split_names(p, "train"), args.max_side)) for p in args.pairs]
+    else:
+        root = Path(args.data_root)
+        if not (root / "roadscene").is_dir():
+            raise SystemExit(f"no training data: {root}/roadscene missing (pass --data-root or --pairs)")
+        sources.append(("roadscene", load_aligned_pairs(root / "roadscene", split_names(root / "roadscene", "train"),
+                                                        args.max_side)))
+        if (root / "tno").is_dir() and not args.no_tno:
+            sources.append(("tno", load_aligned_pairs(root / "tno", None, args.max_side)))
+        if (root / "m3svd").is_dir() and not args.no_m3svd:
+            sources.append(("m3svd", load_aligned_pairs(root / "m3svd", None, args.max_side)))
+    profiles = {name: thermal_profile([th for _, th in ps]) for name, ps in sources if ps}
+    profiles["default"] = tuple(float(np.mean([p[i] for p in profiles.values()])) for i in (0, 1))
+    return [p for _, ps in sources for p in ps], profiles
 
 
-def baseline_and_model_metrics(translate, val_pairs):
+# The training camera whose thermal profile renders each validation group (never the val frames').
+GROUP_PROFILE = {"roadscene_val": "roadscene", "m3svd_val": "m3svd"}
+
+
+def group_profile(group: str, profiles) -> str:
+    for prefix, name in GROUP_PROFILE.items():
+        if group.startswith(prefix) and name in profiles:
+            return name
+    return "default"
+
+
+def profiled(gray: np.ndarray, profile) -> np.ndarray:
+    """A gray image standardised and rendered with a thermal profile (the fair baseline of a
+    standardised generator: the same brightness knowledge, no translation)."""
+    z = standardise(torch.from_numpy(gray).float()[None, None] / 255)
+    return (render(z, *profile)[0, 0] * 255 + 0.5).to(torch.uint8).numpy()
+
+
+def baseline_and_model_metrics(translate, val_pairs, profile=None):
     """Mean SSIM and L1 (grey levels 0..255) to the real infrared for the model and baselines.
 
-    ``translate(bgr uint8) -> uint8``. Baselines: grayscale visible, inverted grayscale.
+    ``translate(bgr uint8) -> uint8``. Baselines: grayscale visible, inverted grayscale, and with
+    a ``profile`` also grayscale rendered with it.
     """
     rows = {"pseudo_ir": [], "gray": [], "inverted_gray": []}
+    if profile is not None:
+        rows["gray_profiled"] = []
     for vis, th in val_pairs:
         gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
         cands = {"pseudo_ir": translate(vis), "gray": gray, "inverted_gray": 255 - gray}
+        if profile is not None:
+            cands["gray_profiled"] = profiled(gray, profile)
         t = torch.from_numpy(th).float()[None, None] / 255
         for k, img in cands.items():
             x = torch.from_numpy(img).float()[None, None] / 255
@@ -137,20 +164,34 @@ def val_groups(data_root, max_side=None, per_clip=None):
     return groups
 
 
-def grouped_metrics(translate, groups):
-    """:func:`baseline_and_model_metrics` per group, plus the pair counts."""
+def grouped_metrics(pir, groups):
+    """:func:`baseline_and_model_metrics` per group, plus the pair counts. ``pir``: a
+    PseudoInfrared; a standardised one renders each group with its camera's training profile."""
     out = {}
     for name, pairs in groups.items():
-        if pairs:
-            out[name] = {"pairs": len(pairs), **baseline_and_model_metrics(translate, pairs)}
+        if not pairs:
+            continue
+        profile = None
+        row = {"pairs": len(pairs)}
+        if pir.standardised:
+            row["profile"] = group_profile(name, pir.profiles)
+            pir.set_profile(row["profile"])
+            profile = pir.profile
+        out[name] = {**row, **baseline_and_model_metrics(pir, pairs, profile)}
+    if pir.standardised:
+        pir.set_profile(None)
     return out
 
 
 def metrics_table(m) -> str:
-    """Markdown: one row per group, SSIM and L1 of the model and of both baselines."""
-    lines = ["| set (pairs) | pseudo-IR SSIM / L1 | gray SSIM / L1 | inverted gray SSIM / L1 |", "|---|---|---|---|"]
+    """Markdown: one row per group, SSIM and L1 of the model and of the baselines."""
+    extra = any("gray_profiled" in r for r in m.values())
+    keys = ("pseudo_ir", "gray", "inverted_gray") + (("gray_profiled",) if extra else ())
+    head = "| set (pairs) | pseudo-IR SSIM / L1 | gray SSIM / L1 | inverted gray SSIM / L1 |"
+    head += " gray with the profile SSIM / L1 |" if extra else ""
+    lines = [head, "|---" * (len(keys) + 1) + "|"]
     for g, r in m.items():
-        cells = [f"{r[k]['ssim']:.3f} / {r[k]['l1']:.1f}" for k in ("pseudo_ir", "gray", "inverted_gray")]
+        cells = [f"{r[k]['ssim']:.3f} / {r[k]['l1']:.1f}" if k in r else "-" for k in keys]
         lines.append(f"| {g} ({r['pairs']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -164,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--init-generator", default=None,
                     help="start the V->I generator from this exported file (e.g. models/v2i_gan.pt)")
     ap.add_argument("--no-exposure-jitter", action="store_true")
+    ap.add_argument("--output-norm", choices=("standardised", "none"), default="standardised",
+                    help="standardised: losses on standardised infrared, rendered with a camera profile")
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--out", default="runs/v2i_gan")
     ap.add_argument("--export", default=None, help="write the shipped generator file here at each checkpoint")
@@ -211,14 +254,15 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    pairs = gather_train_pairs(args)
-    print(f"training pairs: {len(pairs)}", flush=True)
+    pairs, profiles = gather_train_pairs(args)
+    print(f"training pairs: {len(pairs)}; thermal profiles (mean, std): "
+          + ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f}" for k, v in profiles.items()), flush=True)
     ds = PairCropDataset(pairs, crop=args.crop, scale=(0.35, 0.85), seed=args.seed)
     dev_crops = args.device_crops == 1 or (args.device_crops == -1 and dev.type == "cuda")
     if dev_crops:
         held = pairs_to_tensors(pairs, tuple(args.hold_hw), device=dev)
         crop_gen = torch.Generator().manual_seed(args.seed)
-    cfg = GanConfig(width=args.width, n_res=args.n_res)
+    cfg = GanConfig(width=args.width, n_res=args.n_res, output_norm=args.output_norm)
     gan = V2IGAN(cfg).to(dev)
     if args.init_generator and not (out / "last.pt").is_file():
         blob = torch.load(str(args.init_generator), map_location="cpu", weights_only=True)
@@ -248,18 +292,19 @@ def main(argv=None):
         if args.export:
             card = {"name": "v2i_gan", "steps": step, "train_minutes": round(elapsed / 60, 1),
                     "device": str(dev), "threads": args.threads, "batch": args.batch, "crop": args.crop,
-                    "input_norm": cfg.input_norm, "exposure_jitter": not args.no_exposure_jitter,
+                    "input_norm": cfg.input_norm, "output_norm": cfg.output_norm,
+                    "exposure_jitter": not args.no_exposure_jitter,
                     "init": args.init_generator,
                     "data": (f"RoadScene train split + {'no ' if args.no_tno else ''}TNO + "
                              f"{'no ' if args.no_m3svd else ''}M3SVD training clips ({len(pairs)} pairs)")
                     if not args.pairs else list(args.pairs)}
             Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(gan.export_generator(card), str(args.export) + ".tmp")
+            torch.save(gan.export_generator(card, profiles), str(args.export) + ".tmp")
             os.replace(str(args.export) + ".tmp", args.export)
         msg = f"checkpoint step {step} ({elapsed / 60:.1f} min)"
         if val:
             from distillmatch_ros.pseudo_infrared import PseudoInfrared
-            pir = PseudoInfrared(gan.g_vi, device=dev)
+            pir = PseudoInfrared(gan.g_vi, device=dev, profiles=profiles)
             m = grouped_metrics(pir, val)
             gan.g_vi.train().requires_grad_(True)
             msg += "".join(f" {g} ssim {r['pseudo_ir']['ssim']:.3f} l1 {r['pseudo_ir']['l1']:.1f}"

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from distillmatch_ros.pseudo_infrared import FORMAT, TranslationGenerator
+from distillmatch_ros.pseudo_infrared import FORMAT, TranslationGenerator, standardise
 
 BGR2GRAY = (0.114, 0.587, 0.299)
 
@@ -113,6 +113,7 @@ class GanConfig:
     width: int = 24
     n_res: int = 4
     input_norm: str = "percentile"   # the V->I generator's input stretch (pseudo_infrared.stretch_exposure)
+    output_norm: str = "standardised"  # compare standardised images: no loss rewards a brightness guess
     d_width: int = 32
     lr: float = 2e-4
     w_adv: float = 1.0
@@ -132,7 +133,7 @@ class V2IGAN(nn.Module):
         cfg = cfg if cfg is not None else GanConfig()  # a fresh one: GanConfig is mutable
         self.cfg = cfg
         self.g_vi = TranslationGenerator(in_ch=3, out_ch=1, width=cfg.width, n_res=cfg.n_res,
-                                         input_norm=cfg.input_norm)
+                                         input_norm=cfg.input_norm, output_norm=cfg.output_norm)
         self.g_iv = TranslationGenerator(in_ch=1, out_ch=3, width=cfg.width, n_res=cfg.n_res)
         self.d_i = PatchDiscriminator(1, cfg.d_width)
         self.d_v = PatchDiscriminator(3, cfg.d_width)
@@ -141,13 +142,22 @@ class V2IGAN(nn.Module):
         self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=(0.5, 0.999))
 
+    def thermal_view(self, th: torch.Tensor) -> torch.Tensor:
+        """What the infrared losses and D_i compare: the image itself, or (standardised
+        generator) the image at a fixed mean 0.5 and std 0.2, so that no term can be lowered by
+        guessing the target camera's brightness or contrast."""
+        if self.cfg.output_norm != "standardised":
+            return th
+        return (0.5 + 0.2 * standardise(th)).clamp(0, 1)
+
     def generator_losses(self, vis, th):
         """All generator terms for a batch of aligned (vis BGR [B,3], th [B,1]) in 0..1."""
         c = self.cfg
-        fake_i = self.g_vi(vis)
+        th = self.thermal_view(th)
+        fake_i = self.thermal_view(self.g_vi(vis))
         fake_v = self.g_iv(th)
         rec_v = self.g_iv(fake_i)
-        rec_i = self.g_vi(fake_v)
+        rec_i = self.thermal_view(self.g_vi(fake_v))
         p_i, p_v = self.d_i(fake_i), self.d_v(fake_v)
         terms = {
             "adv": F.mse_loss(p_i, torch.ones_like(p_i)) + F.mse_loss(p_v, torch.ones_like(p_v)),
@@ -166,6 +176,7 @@ class V2IGAN(nn.Module):
         for d in (self.d_i, self.d_v):
             d.requires_grad_(False)
         total, terms, (fake_i, fake_v) = self.generator_losses(vis, th)
+        th = self.thermal_view(th)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
@@ -182,8 +193,12 @@ class V2IGAN(nn.Module):
         out.update(g_total=float(total.detach()), d=float(d_loss.detach()))
         return out
 
-    def export_generator(self, card: dict) -> dict:
-        """The shipped, weights_only-loadable dict (V->I generator only)."""
+    def export_generator(self, card: dict, profiles: Optional[dict] = None) -> dict:
+        """The shipped, weights_only-loadable dict (V->I generator only); ``profiles``: {camera:
+        [mean, std]} of the training cameras' thermal frames, for a standardised generator."""
         sd = {k: v.detach().cpu().clone() for k, v in self.g_vi.state_dict().items()}
-        return {"format": FORMAT, "version": 1, "config": dict(self.g_vi.conf), "state_dict": sd,
+        blob = {"format": FORMAT, "version": 1, "config": dict(self.g_vi.conf), "state_dict": sd,
                 "card": card, "train_config": asdict(self.cfg)}
+        if self.cfg.output_norm == "standardised":
+            blob["profiles"] = {k: [float(v[0]), float(v[1])] for k, v in (profiles or {}).items()}
+        return blob
