@@ -30,8 +30,47 @@ def test_model_forward_static_shapes():
     assert out["visible_points"].shape == (1, 64, 2)
     assert out["thermal_points"].shape == (1, 64, 2)
     assert out["scores"].shape == (1, 64) and out["valid"].dtype == torch.bool
-    assert out["conf"].shape == (1, 16 * 20, 16 * 20)
+    assert "conf" not in out  # inference never builds the confidence matrix
     assert out["modality_logits"].shape == (2, 2)
+    k = torch.zeros(1, 8, dtype=torch.long)
+    with torch.inference_mode():
+        trained = m(torch.rand(1, 1, 128, 160), torch.rand(1, 1, 128, 160), coarse_pairs=(k, k))
+    assert trained["conf"].shape == (1, 16 * 20, 16 * 20)  # what the coarse loss reads
+
+
+def test_coarse_fast_path_equals_dual_softmax():
+    """CoarseMatching.match (log domain, no confidence matrix) selects the matches and scores of
+    select(confidence(...)), the definition the coarse loss trains."""
+    from distillmatch_ros.model.coarse import CoarseMatching
+    torch.manual_seed(0)
+    cm = CoarseMatching(32, 2, 4, 0.1).eval()
+    base = torch.randn(2, 300, 32)
+    fv, ft = base * 1.5, base[:, torch.randperm(300)] * 1.5 + 0.7 * torch.randn(2, 300, 32)
+    ref = cm.select(cm.confidence(fv, ft), 0.05, 128)
+    got = cm.match(fv, ft, 0.05, 128)
+    assert int(ref[3].sum()) > 50  # the case is not empty
+    assert torch.equal(ref[3], got[3])
+    # same set of (visible, thermal) cells; near-equal scores may swap places in the top-K
+    for b in range(2):
+        pairs_ref = {(int(i), int(j)) for i, j, ok in zip(ref[0][b], ref[1][b], ref[3][b], strict=True) if ok}
+        pairs_got = {(int(i), int(j)) for i, j, ok in zip(got[0][b], got[1][b], got[3][b], strict=True) if ok}
+        assert pairs_ref == pairs_got
+    torch.testing.assert_close(got[2], ref[2], rtol=1e-4, atol=1e-6)
+
+
+def test_coarse_layers_batch_both_images_exactly():
+    """The batched transform is the per-image one (self layers within, cross layers across)."""
+    from distillmatch_ros.model.coarse import CoarseMatching
+    torch.manual_seed(1)
+    cm = CoarseMatching(32, 4, 4, 0.1).eval()
+    fv, ft = torch.randn(2, 50, 32), torch.randn(2, 50, 32)
+    with torch.inference_mode():
+        got_v, got_t = cm.transform(fv, ft)
+        v, t = fv, ft
+        for i, layer in enumerate(cm.layers):
+            v, t = (layer(v, v), layer(t, t)) if i % 2 == 0 else (layer(v, t), layer(t, v))
+    torch.testing.assert_close(got_v, v, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_t, t, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("vis_kind", ["gray", "bgr"])

@@ -45,8 +45,8 @@ class CEFG(nn.Module):
 
     def forward(self, shallow_v, shallow_t, sem_v, sem_t, tex_v, tex_t):
         """Returns enhanced (tex_v, tex_t), updated (sem_v, sem_t) [B,C,h,w], logits [2B,2]."""
-        m_v, logit_v = self.extract(shallow_v)
-        m_t, logit_t = self.extract(shallow_t)
+        m, logits = self.extract(torch.cat([shallow_v, shallow_t]))  # one batch, per-item maths
+        m_v, m_t = m.chunk(2)
         out = []
         for sem, other_m, blocks in ((sem_v, m_t, self.blocks_vis), (sem_t, m_v, self.blocks_ir)):
             b, c, h, w = sem.shape
@@ -57,5 +57,5 @@ class CEFG(nn.Module):
                 x = blk(x, x)
             out.append(x.transpose(1, 2).reshape(b, c, h, w))
         sem_v2, sem_t2 = out
-        return (tex_v + self.enhance(sem_v2), tex_t + self.enhance(sem_t2), sem_v2, sem_t2,
-                torch.cat([logit_v, logit_t], dim=0))
+        tex_v2, tex_t2 = (torch.cat([tex_v, tex_t]) + self.enhance(torch.cat(out))).chunk(2)
+        return tex_v2, tex_t2, sem_v2, sem_t2, logits

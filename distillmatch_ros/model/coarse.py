@@ -13,6 +13,13 @@ import torch.nn as nn
 from .attention import AttentionLayer
 
 
+def logsumexp_last(x: torch.Tensor) -> torch.Tensor:
+    """log-sum-exp over the last axis, kept: [..., n] -> [..., 1]. Written out (max, exp, sum,
+    log) because ONNX Runtime ran its ReduceLogSumExp slower than these four kernels."""
+    m = x.amax(dim=-1, keepdim=True)
+    return torch.log(torch.exp(x - m).sum(dim=-1, keepdim=True)) + m
+
+
 class CoarseMatching(nn.Module):
     def __init__(self, dim: int, layers: int, heads: int, temperature: float):
         super().__init__()
@@ -21,12 +28,17 @@ class CoarseMatching(nn.Module):
         self.temperature = temperature
 
     def transform(self, fv: torch.Tensor, ft: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        # Both images go through each layer as one batch (the same weights, per-item maths): half
+        # the graph nodes and twice-as-tall GEMMs, which is what a 2-core CPU runs faster.
+        b = fv.shape[0]
+        x = torch.cat([fv, ft], dim=0)
         for i, layer in enumerate(self.layers):
             if i % 2 == 0:
-                fv, ft = layer(fv, fv), layer(ft, ft)
+                x = layer(x, x)
             else:
-                fv, ft = layer(fv, ft), layer(ft, fv)
-        return fv, ft
+                xv, xt = x[:b], x[b:]
+                x = layer(x, torch.cat([xt, xv], dim=0))
+        return x[:b], x[b:]
 
     def confidence(self, fv: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         """Dual-softmax matching confidence [B, N_visible, N_thermal]."""
@@ -34,15 +46,41 @@ class CoarseMatching(nn.Module):
         sim = (fv @ ft.transpose(1, 2)) / (c * self.temperature)
         return torch.softmax(sim, dim=1) * torch.softmax(sim, dim=2)
 
-    @staticmethod
-    def select(conf: torch.Tensor, threshold: float, k: int):
+    def match(self, fv: torch.Tensor, ft: torch.Tensor, threshold: float, k: int):
+        """:meth:`select` of :meth:`confidence` without building the confidence matrix.
+
+        In logs, conf_ij = 2 s_ij - R_i - C_j with R, C the row and column log-sum-exps of the
+        similarity s, so a row's best thermal cell maximises 2 s_ij - C_j and a column's best
+        visible cell maximises 2 s_ij - R_i. With the transposed similarity from a second matmul,
+        every reduction runs along the last axis: ONNX Runtime's column softmax and column max
+        (a strided walk over a 2080x2080 matrix) cost more than the matmul. Same matches and
+        scores as ``select(confidence(...))`` up to float rounding (test_matcher_core.py).
+        """
+        scale = 1.0 / (fv.shape[-1] * self.temperature)
+        sim = (fv @ ft.transpose(1, 2)) * scale            # [B,N,M]
+        sim_t = (ft @ fv.transpose(1, 2)) * scale          # [B,M,N], the same numbers transposed
+        lse_r = logsumexp_last(sim)                        # [B,N,1]
+        lse_c = logsumexp_last(sim_t)                      # [B,M,1]
+        best, row_idx = (2.0 * sim - lse_c.transpose(1, 2)).max(dim=2)
+        row_val = torch.exp(best - lse_r.squeeze(2))
+        col_val = torch.exp((2.0 * sim_t - lse_r.transpose(1, 2)).amax(dim=2) - lse_c.squeeze(2))
+        # Row and column values come from two matmuls whose sums round differently: a pair is
+        # mutual when its column holds nothing better beyond that rounding (1e-4 relative).
+        return self._top_mutual(row_val, row_idx, col_val * (1.0 - 1e-4), threshold, k)
+
+    @classmethod
+    def select(cls, conf: torch.Tensor, threshold: float, k: int):
         """Mutual nearest neighbours above ``threshold``; returns the K best as fixed-size tensors.
 
         Returns idx_v [B,K] (visible cell), idx_t [B,K] (thermal cell), scores [B,K], valid [B,K].
         """
-        k = min(k, conf.shape[1])
         row_val, row_idx = conf.max(dim=2)          # best thermal cell for each visible cell
         col_val = conf.amax(dim=1)                   # best confidence in each thermal cell's column
+        return cls._top_mutual(row_val, row_idx, col_val, threshold, k)
+
+    @staticmethod
+    def _top_mutual(row_val, row_idx, col_val, threshold: float, k: int):
+        k = min(k, row_val.shape[1])
         # Mutual: the row's best is also its column's best. Comparing values instead of taking a
         # column argmax avoids a strided arg-reduction that cost more than the matmul on CPU.
         ok = (torch.gather(col_val, 1, row_idx) <= row_val) & (row_val > threshold)

@@ -90,17 +90,17 @@ class DistillMatch(nn.Module):
         s8v, s8t = s8.chunk(2)
         f8v, f8t = f8.chunk(2)
         t8v, t8t, s8v, s8t, modality_logits = self.cefg(f4v, f4t, s8v, s8t, f8v, f8t)
-        a8v = self.stfa(s8v, t8v)
-        a8t = self.stfa(s8t, t8t)
+        a8v, a8t = self.stfa(torch.cat([s8v, s8t]), torch.cat([t8v, t8t])).chunk(2)  # one batch, same maths
         gh, gw = a8v.shape[-2:]
         pe = sine_position_encoding(a8v.shape[1], gh, gw, device=a8v.device, dtype=a8v.dtype)
         cv = (a8v + pe).flatten(2).transpose(1, 2)
         ct = (a8t + pe).flatten(2).transpose(1, 2)
         cv, ct = self.coarse.transform(cv, ct)
-        conf = self.coarse.confidence(cv, ct)
+        conf = None  # the confidence matrix is built only where a loss reads it (training)
         if coarse_pairs is None:
-            idx_v, idx_t, scores, valid = self.coarse.select(conf, self.match_threshold, self.max_matches)
+            idx_v, idx_t, scores, valid = self.coarse.match(cv, ct, self.match_threshold, self.max_matches)
         else:
+            conf = self.coarse.confidence(cv, ct)
             idx_v, idx_t = coarse_pairs
             scores = torch.gather(conf.reshape(b, -1), 1, idx_v * conf.shape[2] + idx_t)
             valid = torch.ones_like(scores, dtype=torch.bool)
@@ -113,6 +113,8 @@ class DistillMatch(nn.Module):
             out["thermal_points"] = inside(out["thermal_points"], size_wh)
             out.update({"scores": scores, "valid": valid, "conf": conf, "modality_logits": modality_logits,
                         "coarse_visible": pv, "coarse_thermal": pt0})
+            if conf is None:
+                del out["conf"]
             if with_kd:
                 out["student_features"] = self.semantic.project(s8)
             return out
@@ -128,6 +130,8 @@ class DistillMatch(nn.Module):
             "coarse_visible": pv, "coarse_thermal": pt0, "fine4_logits": logits4, "fine4_thermal": pt1,
             "fine2_logits": logits2, "fine2_thermal": pt2,
         }
+        if conf is None:
+            del out["conf"]
         if with_kd:
             out["student_features"] = self.semantic.project(s8)  # [2B, teacher_dim, h/8, w/8]
         return out
@@ -150,16 +154,15 @@ class DistillMatch(nn.Module):
         return out
 
     def _inject_coarse(self, cv, ct, grid, f4v, f4t, f2v, f2t):
-        b, _, c = cv.shape
-        out = []
-        for tokens, f4, f2 in ((cv, f4v, f2v), (ct, f4t, f2t)):
-            coarse = tokens.transpose(1, 2).reshape(b, c, grid[0], grid[1])
-            f4 = f4 + F.interpolate(self.coarse_to_fine4(coarse), size=f4.shape[-2:], mode="bilinear",
-                                    align_corners=False)
-            f2 = f2 + F.interpolate(self.fine4_to_fine2(f4), size=f2.shape[-2:], mode="bilinear",
-                                    align_corners=False)
-            out.append((f4, f2))
-        (f4v, f2v), (f4t, f2t) = out
+        """Both images as one batch (per-item maths, half the graph nodes)."""
+        tokens = torch.cat([cv, ct])
+        coarse = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], grid[0], grid[1])
+        f4, f2 = torch.cat([f4v, f4t]), torch.cat([f2v, f2t])
+        f4 = f4 + F.interpolate(self.coarse_to_fine4(coarse), size=f4.shape[-2:], mode="bilinear",
+                                align_corners=False)
+        f2 = f2 + F.interpolate(self.fine4_to_fine2(f4), size=f2.shape[-2:], mode="bilinear",
+                                align_corners=False)
+        (f4v, f4t), (f2v, f2t) = f4.chunk(2), f2.chunk(2)
         return f4v, f4t, f2v, f2t
 
 
