@@ -52,9 +52,12 @@ RECORDINGS: Dict[str, Dict[str, Any]] = {
                       "rig": {"rotation_deg": -8.0, "coverage": 0.7, "shift": (-0.04, 0.03),
                               "perspective": (4e-5, 2e-5)},
                       "note": "10 frames (every 2nd) of the four night clips, 40 frames, a stronger rig"},
+    # RoadScene's aligned pairs are themselves off one homography by about 2 px at the corners
+    # (registration_correction): the calibration is judged against the stated rig homography
+    # composed with that measured registration, and the stated-truth error is reported beside.
     "roadscene_2x": {"hard": True, "source": "roadscene", "visible_size": (1024, 768), "thermal_size": (512, 384),
                      "rig": {"rotation_deg": 6.0, "coverage": 0.9, "shift": (0.01, 0.02)},
-                     "note": "the 20 RoadScene val scenes"},
+                     "registration": "roadscene", "note": "the 20 RoadScene val scenes"},
 }
 
 
@@ -120,12 +123,21 @@ def run_one(name: str, matcher, matcher_name: str, data: Path, work: Path, frame
     cal = r["calibration"]
     unc = cal["corner_uncertainty_px"]
     rows = r["pairs"]
+    stated_error = r["calibrated_error_px"]
+    if RECORDINGS[name].get("registration") and cal.get("homography") is not None:
+        from distillmatch_ros import evaluation
+        truth = evaluation.GroundTruth.from_homography(registration_correction(name, data) @ rec["H"],
+                                                       RECORDINGS[name]["thermal_size"])
+        r["calibrated_error_px"] = evaluation.probe_error(truth, np.asarray(cal["homography"], np.float64))
     row: Dict[str, Any] = {
         "recording": name, "hard": RECORDINGS[name]["hard"], "calibrate_s": round(time.perf_counter() - t0, 1),
         "matched": r["counts"]["matched"], "verified": r["counts"]["verified"],
+        "verified_unguided": r["counts"].get("verified_unguided"), "prior_error_px": r.get("prior_error_px"),
+        "guided_per_pair_error_median_px": r.get("guided_per_pair_error_median_px"),
         "right_pair_acceptance": r["counts"]["verified"] / max(r["counts"]["matched"], 1),
         "rejected_by": r["rejected_by"], "frames_used": cal["frames_used"],
-        "calibrated_error_px": r["calibrated_error_px"], "uncertainty_px": unc.get("mean"),
+        "calibrated_error_px": r["calibrated_error_px"], "stated_truth_error_px": stated_error,
+        "uncertainty_px": unc.get("mean"),
         "uncertainty_max_px": unc.get("max"), "certain": cal.get("certain"), "why": cal.get("uncertain_because"),
         "pooled_without_refinement_error_px": r["pooled_without_refinement_error_px"],
         "per_pair_error_median_px": r["per_pair_error_median_px"],
@@ -144,6 +156,36 @@ def run_one(name: str, matcher, matcher_name: str, data: Path, work: Path, frame
                       "per_pair_auc": s["auc"], "published_median_px": float(np.median(pub)) if pub else None,
                       "published_final_px": s["published_error_px"][-1], "published_auc": s["published_auc"]}
     return row
+
+
+def registration_correction(name: str, data: Path) -> np.ndarray:
+    """The homography (visible px of the recording -> visible px) by which the source pairs'
+    own alignment is off, measured without the network: the dense template search of
+    ``calibration.dense_correspondences`` from the identity on each aligned pair, both images
+    resized as ``make_bag`` resizes the visible one (at half the visible size: the same aspect,
+    a quarter of the work), pooled over the recording's pairs and fitted robustly. The
+    recording's real geometry is this composed with its rig homography (``make_bag`` takes the
+    pairs as exactly aligned)."""
+    import cv2
+
+    from distillmatch_ros import calibration as C
+    spec = RECORDINGS[name]
+    vw, vh = spec["visible_size"]
+    size = (vw // 2, vh // 2)
+    src = data / spec["source"]
+    tps, vps = [], []
+    for n in frame_names(name, data):
+        ext = ".jpg" if (src / "visible" / f"{n}.jpg").exists() else ".png"
+        t = cv2.resize(cv2.imread(str(src / "thermal" / f"{n}{ext}"), cv2.IMREAD_GRAYSCALE), size,
+                       interpolation=cv2.INTER_AREA)
+        v = cv2.resize(cv2.imread(str(src / "visible" / f"{n}{ext}"), cv2.IMREAD_GRAYSCALE), size,
+                       interpolation=cv2.INTER_AREA)
+        a, b = C.dense_correspondences(np.eye(3), t, v, step=12, search=6)
+        tps.append(a)
+        vps.append(b)
+    A, _ = C.robust_fit(np.concatenate(tps), np.concatenate(vps), 1.5)
+    up = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # half-size px -> visible px (pixel centres)
+    return up @ A @ np.linalg.inv(up)
 
 
 def roadscene_self_alignment(data: Path) -> Dict[str, Any]:

@@ -110,6 +110,26 @@ def evidence_from_result(result: Any, stamp_ns: int, thermal_gray: np.ndarray, t
                          np.asarray(visible_gray) if keep_images and visible_gray is not None else None)
 
 
+def prior_of(frames: Sequence[FrameEvidence], thermal_size: Size, visible_size: Size) -> np.ndarray:
+    """The pooled fit of verified frames without refinement or uncertainty: the prior of a
+    guided pass only has to be within the network's reach (a few px)."""
+    return fit_pooled(frames, thermal_size, visible_size, FitOptions(refine=False, bootstrap=0)).homography
+
+
+def guided_pass(pairs: Sequence[Tuple[int, np.ndarray, np.ndarray, np.ndarray]], match_guided: Any,
+                prior: np.ndarray, thermal_size: Size, keep_images: bool = True):
+    """Match pairs again with ``prior`` (``Matcher.match_guided``): yields (MatchResult,
+    FrameEvidence or None) per pair of (stamp_ns, visible gray, thermal, thermal gray).
+
+    Why: the network sees each pair nearly aligned, whatever the rig's rotation, zoom and
+    resolution ratio, so pairs it could not verify alone are verified, and each frame's inliers
+    are more precise (BENCHMARKS.md, issue 19). ``distillmatch calibrate`` and the node's
+    ~/calibrate both take their evidence from this pass."""
+    for stamp_ns, vis, th, th8 in pairs:
+        res = match_guided(vis, th, prior)
+        yield res, evidence_from_result(res, stamp_ns, th8, thermal_size, vis, keep_images=keep_images)
+
+
 class FramePool:
     """Frames of one rig, kept only when they add new content or new image regions.
 
@@ -402,7 +422,7 @@ class FitOptions:
     refine: bool = True  # dense CFOG-like refinement (needs the frames' images)
     refine_iterations: int = 4  # at most; stops when an iteration moves the corners < 0.25 px
     refine_threshold: float = 1.5  # MAGSAC threshold of the refined correspondences [thermal px]
-    refine_frames: int = 12  # frames the refinement searches (most inliers first)
+    refine_frames: int = 20  # frames the refinement searches (most inliers first)
     refine_step: int = 16  # grid step of the dense search [thermal px]
     bootstrap: int = 50  # bootstrap resamples over frames (0: no uncertainty)
     certain_below_px: float = 1.0  # certain only when the mean corner uncertainty is below this

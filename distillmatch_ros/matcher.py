@@ -168,6 +168,43 @@ class Matcher:
                              "homography": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
         return result
 
+    def match_guided(self, visible: np.ndarray, thermal: np.ndarray, prior: np.ndarray) -> MatchResult:
+        """Match with a prior thermal -> visible homography (a rig's earlier calibration).
+
+        The visible image is first resampled into the thermal frame by ``prior``, so the
+        network sees a nearly aligned pair of one size whatever the rig's rotation, zoom and
+        resolution ratio (the network was trained on rotations up to 15 deg and scales of
+        0.75-1.3; a rig outside that, or at its edge, fails unguided). Matching and verification
+        run on that pair; points are returned in each input image's own pixels and
+        ``homography`` is the full thermal -> visible map. A wrong prior gives no consistent
+        matches and is rejected by verification like any wrong pair.
+        """
+        prior = np.asarray(prior, np.float64)
+        if prior.shape != (3, 3) or not np.all(np.isfinite(prior)) or abs(np.linalg.det(prior)) < 1e-12:
+            raise InputError("the prior homography must be a finite, invertible 3x3 matrix")
+        vis = check_visible(visible)
+        th_h, th_w = np.asarray(thermal).shape[:2]
+        # Area-average a finer visible camera down to about the thermal scale first: the warp
+        # itself samples bilinearly and would alias. A pixel-centre-aware scale, folded into H.
+        shrink = max(1.0, verification.stretch_factor((th_w, th_h), (vis.shape[1], vis.shape[0])))
+        to_small = np.eye(3)
+        if shrink > 1.25:
+            small = cv2.resize(vis, (max(1, round(vis.shape[1] / shrink)), max(1, round(vis.shape[0] / shrink))),
+                               interpolation=cv2.INTER_AREA)
+            sx, sy = small.shape[1] / vis.shape[1], small.shape[0] / vis.shape[0]
+            to_small = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+            vis = small
+        warped = cv2.warpPerspective(vis, to_small @ prior, (th_w, th_h),
+                                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0)
+        result = self.match(warped, thermal)
+        # warped pixel x sees the visible point prior(x): map the matches and the fit back.
+        result.visible_points = project_points(prior, result.visible_points)
+        if result.homography is not None:
+            H = prior @ result.homography
+            result.homography = H / H[2, 2]
+        result.evidence = dict(result.evidence, guided=1.0)
+        return result
+
     def estimate_homography(self, thermal_pts: np.ndarray, visible_pts: np.ndarray,
                             thermal_size: Optional[Tuple[int, int]] = None,
                             visible_size: Optional[Tuple[int, int]] = None):
@@ -175,6 +212,13 @@ class Matcher:
         ``ransac_threshold`` thermal px (equal sizes when the image sizes are not given)."""
         tsize = thermal_size or (1, 1)
         return verification.robust_homography(thermal_pts, visible_pts, tsize, visible_size or tsize, self.options)
+
+
+def project_points(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(N, 2) float32 points through a 3x3 homography."""
+    if len(pts) == 0:
+        return np.asarray(pts, np.float32).reshape(0, 2)
+    return cv2.perspectiveTransform(np.asarray(pts, np.float64).reshape(-1, 1, 2), H).reshape(-1, 2).astype(np.float32)
 
 
 def scale_points(pts: np.ndarray, working_wh: Tuple[int, int], image_shape) -> np.ndarray:

@@ -282,7 +282,8 @@ class PairPipeline:
             raise ValueError("a calibration needs at least 2 frames")
         if self.session is not None and not self.session.done:
             raise RuntimeError(f"a calibration is already running ({self.session.progress()})")
-        self.session = CalibrationSession(int(frames), on_done, refine)
+        self.session = CalibrationSession(int(frames), on_done, refine,
+                                          match_guided=getattr(self.matcher, "match_guided", None))
         return self.session
 
     # -- per pair -----------------------------------------------------------------------
@@ -561,8 +562,9 @@ class CalibrationSession:
     """Pools the next ``frames`` verified pairs, then fits them in a helper thread (the dense
     refinement takes about a second a frame; the pipeline keeps processing meanwhile)."""
 
-    def __init__(self, frames: int, on_done=None, refine: bool = True):
+    def __init__(self, frames: int, on_done=None, refine: bool = True, match_guided=None):
         self.frames, self.on_done, self.refine = frames, on_done, refine
+        self.match_guided = match_guided  # Matcher.match_guided: the second, guided pass of the pooled frames
         self.pool = calib.FramePool(max_frames=frames)
         self.offered = 0
         self.done = False
@@ -599,6 +601,13 @@ class CalibrationSession:
 
     def _fit(self, frames, tsize, vsize) -> None:
         try:
+            if self.match_guided is not None and all(f.thermal is not None and f.visible is not None for f in frames):
+                # As `distillmatch calibrate`: match the pooled frames again with their pooled fit
+                # as prior, and calibrate from that evidence (frames it rejects keep their own).
+                prior = calib.prior_of(frames, tsize, vsize)
+                again = calib.guided_pass([(f.stamp_ns, f.visible, f.thermal, f.thermal) for f in frames],
+                                          self.match_guided, prior, tsize)
+                frames = [ev or f for f, (_res, ev) in zip(frames, again, strict=True)]
             self.result = calib.fit_pooled(frames, tsize, vsize, calib.FitOptions(refine=self.refine))
         except Exception as exc:  # noqa: BLE001 - reported through progress() and on_done
             self.error = f"{type(exc).__name__}: {exc}"

@@ -203,6 +203,10 @@ class NoisyOracle:
         r.verification, r.confidence = "ok", 0.9
         return r
 
+    def match_guided(self, visible, thermal, prior):
+        """An oracle needs no prior: a second, independent draw (as a guided pass gives)."""
+        return self.match(visible, thermal)
+
 
 @pytest.fixture(scope="module")
 def rig_bag(tmp_path_factory):
@@ -220,7 +224,7 @@ def test_calibrate_bag_pools_better_than_pairs(rig_bag):
     tmp, bag, H, _ = rig_bag
     r = calibrate_bag(bag, NoisyOracle(H), "/camera/visible/image_raw", "/camera/thermal/image_raw",
                       str(tmp / "rig.yaml"), frames=10, gt_homography=H, report_dir=str(tmp / "rep"),
-                      refine=False, progress=False)
+                      refine=False, progress=False, guided=False)  # pooling alone (the guided pass: below)
     assert r["calibration"]["frames_used"] == 10
     assert r["calibrated_error_px"] < r["per_pair_error_median_px"] / 2
     data = yaml.safe_load(open(tmp / "rig.yaml"))
@@ -231,6 +235,34 @@ def test_calibrate_bag_pools_better_than_pairs(rig_bag):
     rep = json.load(open(tmp / "rep" / "report.json"))
     assert rep["per_pair_error_median_px"] > 0
     assert "calibrated homography error" in open(tmp / "rep" / "report.md").read()
+
+
+def test_calibrate_bag_takes_its_evidence_from_the_guided_pass(rig_bag):
+    """The second pass matches every matched pair with the first pooled fit as prior; its
+    counts and per-pair rows are reported beside the first pass's, and the evidence pooled is
+    its own (the oracle records the priors it was given)."""
+    from distillmatch_ros.bag.calibrate import calibrate_bag
+    tmp, bag, H, _ = rig_bag
+
+    class Recording(NoisyOracle):
+        priors = []
+
+        def match_guided(self, visible, thermal, prior):
+            self.priors.append(np.array(prior))
+            return self.match(visible, thermal)
+
+    m = Recording(H, bias_px=2.0)
+    r = calibrate_bag(bag, m, "/camera/visible/image_raw", "/camera/thermal/image_raw", str(tmp / "g.yaml"),
+                      frames=10, gt_homography=H, refine=False, progress=False)
+    assert len(m.priors) == r["counts"]["matched"] == 12  # every matched pair, once
+    assert all(np.allclose(p, m.priors[0]) for p in m.priors)  # one prior: the first pass's pooled fit
+    assert r["prior_error_px"] < r["per_pair_error_median_px"]
+    assert r["counts"]["verified_unguided"] == 12 and r["counts"]["verified"] == 12
+    assert all("guided" in row and row["guided"]["verified"] for row in r["pairs"])
+    assert r["calibration"]["method"]["guided"].startswith("second pass")
+    off = calibrate_bag(bag, Recording(H), "/camera/visible/image_raw", "/camera/thermal/image_raw",
+                        str(tmp / "n.yaml"), frames=10, refine=False, progress=False, guided=False)
+    assert off["calibration"]["method"]["guided"] == "none" and "verified_unguided" not in off["counts"]
 
 
 def test_rig_mode_published_homography_is_pooled(rig_bag):

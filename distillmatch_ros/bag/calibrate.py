@@ -34,8 +34,15 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
                   report_dir: Optional[str] = None, refine: bool = cal_mod.DEFAULTS["refine"],
                   queue_size: int = SYNC_DEFAULTS["queue_size"], slop: float = SYNC_DEFAULTS["slop"],
                   min_novelty: float = 0.02,
-                  max_candidates: Optional[int] = None, progress: bool = True, matcher_name: str = "") -> Dict:
+                  max_candidates: Optional[int] = None, progress: bool = True, matcher_name: str = "",
+                  guided: bool = True) -> Dict:
     """Calibrate from ``bag``, write ``out_path`` (YAML) and, with ``report_dir``, a report.
+
+    With ``guided`` (the default) the matched pairs are matched a second time with the first
+    pooled fit as a prior (:meth:`Matcher.match_guided`): the network then sees each pair
+    nearly aligned, whatever the rig's rotation, zoom and resolution ratio, and the evidence
+    pooled for the calibration comes from that second pass. Without a verified pair in the
+    first pass there is no prior, and the bag cannot be calibrated.
 
     Returns the report content (also written as report.json / report.md in ``report_dir``).
     """
@@ -51,6 +58,7 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
     stream_of = {visible_topic: "visible", thermal_topic: "thermal"}
     opts = getattr(matcher, "options", {})
     candidates: List[cal_mod.FrameEvidence] = []
+    kept: List[Any] = []  # (stamp, visible gray, thermal, thermal gray) of matched pairs, for the guided pass
     seen_thumbs: List[np.ndarray] = []
     per_pair: List[Dict[str, Any]] = []
     sizes = None
@@ -86,25 +94,14 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
                 continue
             counts["matched"] += 1
             seen_thumbs.append(thumb)
-            res = out.result
             sizes = (out.thermal_size, out.visible_size)
-            row: Dict[str, Any] = {"stamp_ns": int(sv), "matches": len(res), "inliers": res.num_inliers,
-                                   "verified": res.homography is not None, "verification": res.verification,
-                                   "confidence": round(float(res.confidence), 3)}
-            if gt_homography is not None:
-                truth = evaluation.GroundTruth.from_homography(gt_homography, out.thermal_size)
-                row["error_px"] = evaluation.homography_error(truth, np.asarray(res.visible_points, np.float64),
-                                                              np.asarray(res.thermal_points, np.float64))
-                row["verified_error_px"] = (evaluation.probe_error(truth, res.homography)
-                                            if res.homography is not None else None)
-            per_pair.append(row)
-            ev = cal_mod.evidence_from_result(res, sv, th8, out.thermal_size, check_visible(vis), keep_images=refine)
-            if ev is None:
-                counts["rejected"] += 1
-                reasons[res.verification] = reasons.get(res.verification, 0) + 1
-                continue
-            counts["verified"] += 1
-            candidates.append(ev)
+            vis_gray = check_visible(vis)
+            ev = cal_mod.evidence_from_result(out.result, sv, th8, sizes[0], vis_gray, keep_images=refine)
+            per_pair.append({"stamp_ns": int(sv), **_account(out.result, gt_homography, sizes, ev, counts, reasons)})
+            if guided:
+                kept.append((int(sv), vis_gray, th, th8))
+            if ev is not None:
+                candidates.append(ev)
             bar.set_postfix(verified=counts["verified"])
         bar.close()
     if not candidates:
@@ -112,9 +109,29 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
                        f"{reasons or 'none'}); check the topics, or record views with more structure")
         err.counts, err.rejected_by = counts, reasons  # what a benchmark reports about this bag
         raise err
+    prior = None
+    if guided:
+        # The first pass's pooled fit (no refinement: a prior only has to be within the
+        # network's reach, a few px) guides a second match of every kept pair.
+        prior = cal_mod.prior_of(cal_mod.select_frames(candidates, frames), sizes[0], sizes[1])
+        counts["verified_unguided"], counts["verified"], counts["rejected"] = counts["verified"], 0, 0
+        reasons_unguided, reasons = dict(reasons), {}
+        guided_candidates: List[cal_mod.FrameEvidence] = []
+        passes = cal_mod.guided_pass(kept, matcher.match_guided, prior, sizes[0], keep_images=refine)
+        for row, (res, ev) in zip(per_pair, passes, strict=True):
+            row["guided"] = _account(res, gt_homography, sizes, ev, counts, reasons)
+            if ev is not None:
+                guided_candidates.append(ev)
+        if guided_candidates:
+            candidates = guided_candidates
+        else:  # nothing verified with the prior: keep the first pass's evidence, and say so
+            reasons["no guided pair verified: the first pass's evidence is used"] = 1
+        counts["rejected_by_unguided"] = reasons_unguided
     chosen = cal_mod.select_frames(candidates, frames)
     cal = cal_mod.fit_pooled(chosen, sizes[0], sizes[1], cal_mod.FitOptions(refine=refine))
     cal.model = matcher_name or str(getattr(matcher, "model_path", ""))
+    cal.method["guided"] = ("second pass with the first pass's pooled fit as prior" if prior is not None
+                            else "none")
     cal.source = {"bag": os.path.abspath(bag), "visible_topic": visible_topic, "thermal_topic": thermal_topic,
                   "bag_time_range_ns": [min(stamps), max(stamps)] if stamps else None}
     cal_mod.save_calibration(out_path, cal)
@@ -124,6 +141,10 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
         truth = evaluation.GroundTruth.from_homography(gt_homography, sizes[0])
         errs = [r["error_px"] for r in per_pair]
         ver = [r["verified_error_px"] for r in per_pair if r["verified_error_px"] is not None]
+        if prior is not None:
+            report["prior_error_px"] = evaluation.probe_error(truth, prior)
+            g_errs = [r["guided"]["error_px"] for r in per_pair]
+            report["guided_per_pair_error_median_px"] = float(np.median(g_errs)) if g_errs else None
         report["calibrated_error_px"] = evaluation.probe_error(truth, cal.homography)
         report["per_pair_error_median_px"] = float(np.median(errs)) if errs else None
         report["verified_pair_error_median_px"] = float(np.median(ver)) if ver else None
@@ -133,6 +154,26 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
     if report_dir:
         _write_report(report, report_dir)
     return report
+
+
+def _account(res: Any, gt_homography: Optional[np.ndarray], sizes, ev: Optional[cal_mod.FrameEvidence],
+             counts: Dict[str, Any], reasons: Dict[str, int]) -> Dict[str, Any]:
+    """A pair's report row from its MatchResult (errors against the truth when given); counts
+    it as verified (it has evidence) or rejected (why)."""
+    row = {"matches": len(res), "inliers": res.num_inliers, "verified": res.homography is not None,
+           "verification": res.verification, "confidence": round(float(res.confidence), 3)}
+    if gt_homography is not None:
+        truth = evaluation.GroundTruth.from_homography(gt_homography, sizes[0])
+        row["error_px"] = evaluation.homography_error(truth, np.asarray(res.visible_points, np.float64),
+                                                      np.asarray(res.thermal_points, np.float64))
+        row["verified_error_px"] = (evaluation.probe_error(truth, res.homography)
+                                    if res.homography is not None else None)
+    if ev is None:
+        counts["rejected"] += 1
+        reasons[res.verification] = reasons.get(res.verification, 0) + 1
+    else:
+        counts["verified"] += 1
+    return row
 
 
 def _write_report(report: Dict, report_dir: str) -> None:
@@ -148,6 +189,8 @@ def _write_report(report: Dict, report_dir: str) -> None:
              f"| synchronized pairs | {counts['pairs']} |",
              f"| matched / verified / rejected | {counts['matched']} / {counts['verified']} / {counts['rejected']} |",
              f"| skipped as repeated content | {counts['skipped_repeat']} |",
+             f"| second pass | {c['method'].get('guided', 'none')}; verified without the prior: "
+             f"{counts.get('verified_unguided', counts['verified'])} |",
              f"| frames used / inliers used | {c['frames_used']} / {c['inliers_used']} |",
              f"| **certain** | **{'yes' if c['certain'] else 'no: ' + str(c['uncertain_because'])}** |",
              f"| corner uncertainty mean / max (bootstrap, halves, restart) | {_f(unc.get('mean'))} / "
@@ -156,6 +199,7 @@ def _write_report(report: Dict, report_dir: str) -> None:
     if "calibrated_error_px" in report:
         lines += [f"| **calibrated homography error** (vs ground truth) | **{_f(report['calibrated_error_px'])} px** |",
                   f"| pooled fit before refinement | {_f(report['pooled_without_refinement_error_px'])} px |",
+                  f"| prior of the guided pass (first pass, pooled) | {_f(report.get('prior_error_px'))} px |",
                   f"| per-pair error median (protocol fit, all matched pairs) | "
                   f"{_f(report['per_pair_error_median_px'])} px |",
                   f"| per-pair error median (verified pairs only) | {_f(report['verified_pair_error_median_px'])} px |",

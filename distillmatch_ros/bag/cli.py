@@ -78,6 +78,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--report", default=None, metavar="DIR", type=output(folder=True),
                    help="write report.json and report.md here")
     p.add_argument("--no-refine", action="store_true", help="skip the dense refinement (faster, less precise)")
+    p.add_argument("--no-guided", action="store_true",
+                   help="skip the second, guided match of each pair (the first pooled fit as prior)")
     _add_sync_args(p)
     p.add_argument("--no-progress", action="store_true")
     add_matcher_args(p)
@@ -182,7 +184,7 @@ def cmd_calibrate(args) -> int:
     matcher, name = _matcher(args)
     r = calibrate_bag(args.bag, matcher, args.visible_topic, args.thermal_topic, args.out, frames=args.frames,
                       gt_homography=gt, report_dir=args.report, refine=not args.no_refine, queue_size=args.queue_size,
-                      slop=args.slop, progress=not args.no_progress, matcher_name=name)
+                      slop=args.slop, progress=not args.no_progress, matcher_name=name, guided=not args.no_guided)
     c = r["calibration"]
     unc = c["corner_uncertainty_px"].get("mean")
     line = (f"calibrated from {c['frames_used']} frames, {c['inliers_used']} inliers; corner uncertainty "

@@ -31,6 +31,10 @@ class FakeMatcher:
         return MatchResult(pv.astype(np.float32), pt, np.ones(self.n, np.float32), H,
                            mask.ravel().astype(bool), {"match": 1.0})
 
+    def match_guided(self, visible, thermal, prior):
+        """Its matches come from the known homography, so a prior changes nothing."""
+        return self.match(visible, thermal)
+
 
 def frames(k, tshape=(64, 80), dtype=np.uint8, seed=0):
     """Random visible (160x200 bgr) and thermal (``tshape``, ``dtype``) images of pair ``k``."""
