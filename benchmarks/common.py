@@ -92,21 +92,25 @@ def memoize_network(matcher, folder: Optional[Union[str, Path]]):
         return matcher
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    inner = matcher._backend
     from distillmatch_ros.backends import model_hash
     model_key = model_hash(matcher.model)
 
-    def call(vis, th):
-        key = hashlib.sha1(model_key.encode() + vis.tobytes() + th.tobytes()).hexdigest()[:20]
-        path = folder / f"{key}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                return z["pv"], z["pt"], z["scores"], z["valid"]
-        pv, pt, scores, valid = inner(vis, th)
-        tmp = folder / f"{key}.tmp.npz"
-        np.savez(tmp, pv=pv, pt=pt, scores=scores, valid=valid)
-        tmp.replace(path)
-        return pv, pt, scores, valid
+    def cached(inner):
+        def call(vis, th):
+            key = hashlib.sha1(model_key.encode() + str(vis.shape).encode() + vis.tobytes()
+                               + th.tobytes()).hexdigest()[:20]
+            path = folder / f"{key}.npz"
+            if path.exists():
+                with np.load(path) as z:
+                    return z["pv"], z["pt"], z["scores"], z["valid"]
+            pv, pt, scores, valid = inner(vis, th)
+            tmp = folder / f"{key}.tmp.npz"
+            np.savez(tmp, pv=pv, pt=pt, scores=scores, valid=valid)
+            tmp.replace(path)
+            return pv, pt, scores, valid
+        call.name = inner.name  # what the matcher reports as its backend
+        return call
 
-    matcher._backend = call
+    rough = matcher._rough()  # both passes' graphs (matcher.match's rough and full-size passes)
+    matcher._backend, matcher._rough_backend = cached(matcher._backend), cached(rough)
     return matcher

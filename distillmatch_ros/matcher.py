@@ -23,6 +23,9 @@ DEFAULT_MODEL = model_files.MATCHER
 OPTIONS: Tuple[Option, ...] = (
     Option("match_threshold", None, "Match confidence threshold (dual softmax); unset = the checkpoint's own "
            "(0.1 for the shipped model)", range=(0.0, 1.0), kind=float),
+    Option("guided_pass", True, "Match in two passes: a rough pass at 0.4x the working size finds the "
+           "homography, then the full-size pass sees the visible image resampled into the thermal frame by it "
+           "(match_guided); off: one full-size pass"),
     *verification.FIT_OPTIONS,
     *preprocess.OPTIONS,
     *verification.OPTIONS,
@@ -67,6 +70,9 @@ class Matcher:
         self.model, self.model_card = model.eval(), card
         cfg = self.model.config
         self.input_size: Tuple[int, int] = (int(cfg["input_size"][0]), int(cfg["input_size"][1]))
+        self.rough_size: Tuple[int, int] = rough_working_size(self.input_size)
+        self.device = device
+        self._rough_backend = None  # built at the first rough pass (a second graph at rough_size)
         self.options = dict(DEFAULT_OPTIONS)
         self.set_options(**options)
         # The graph keeps every mutual nearest neighbour (sorted by confidence); the threshold is
@@ -104,25 +110,73 @@ class Matcher:
         nothing when one is unknown or out of range."""
         self.options = self.checked_options(**options)
 
-    def prepare(self, visible: np.ndarray, thermal: np.ndarray):
-        """Validate, convert to gray uint8 and resize both images to the working size."""
+    def prepare(self, visible: np.ndarray, thermal: np.ndarray, size: Optional[Tuple[int, int]] = None):
+        """Validate, convert to gray uint8 and resize both images to the working size (or ``size``)."""
         vis = check_visible(visible)
         th = normalize_thermal(thermal, self.options["thermal_low_pct"], self.options["thermal_high_pct"],
                                self.options["thermal_clahe"], self.options["thermal_min_span"])
-        return vis, th, self._to_tensor(vis), self._to_tensor(th)
-
-    def _to_tensor(self, gray: np.ndarray) -> np.ndarray:
-        w, h = self.input_size
-        if gray.shape[1] != w or gray.shape[0] != h:
-            interp = cv2.INTER_AREA if gray.shape[1] > w else cv2.INTER_LINEAR
-            gray = cv2.resize(gray, (w, h), interpolation=interp)
-        return (gray.astype(np.float32) * (1.0 / 255.0))[None, None]
+        size = size or self.input_size
+        return vis, th, to_tensor(vis, size), to_tensor(th, size)
 
     def match(self, visible: np.ndarray, thermal: np.ndarray) -> MatchResult:
-        """Match one pair. visible: HxW or HxWx3 uint8 BGR; thermal: HxW uint8/uint16/float32."""
+        """Match one pair. visible: HxW or HxWx3 uint8 BGR; thermal: HxW uint8/uint16/float32.
+
+        With ``guided_pass`` (the default): a rough pass at :attr:`rough_size` gives a homography
+        (verified or not), and the full-size pass is :meth:`match_guided` by it. The network then
+        sees the pair nearly aligned, whatever the rotation, zoom and resolution ratio between the
+        cameras: on a camera the network never saw (m3svd_homography) AUC@10 rose from 0.39 to
+        0.51 for 1.2x the network time (BENCHMARKS.md, issue 18). When the guided pass is not
+        verified (a rough homography that was wrong), an unguided full pass follows, and when that
+        one is verified, a pass guided by it; the best verified result is returned.
+        """
+        if not self.options["guided_pass"]:
+            return self._match_once(visible, thermal, self._backend, self.input_size)
+        t0 = time.perf_counter()
+        rough = self._match_once(visible, thermal, self._rough(), self.rough_size)
+        if rough.verification.startswith("no structure"):
+            return rough  # the full-size pass would refuse the same frame
+        passes = ["rough"]
+        result = None
+        prior = rough.homography if rough.homography is not None else self._unverified_fit(rough, visible, thermal)
+        if prior is not None:
+            result = self.match_guided(visible, thermal, prior)
+            passes.append("guided")
+        if result is None or result.homography is None:
+            full = self._match_once(visible, thermal, self._backend, self.input_size)
+            passes.append("full")
+            result = full
+            if full.homography is not None:
+                again = self.match_guided(visible, thermal, full.homography)
+                passes.append("guided")
+                result = again if again.homography is not None else full
+        result.timings_ms = dict(result.timings_ms, total=(time.perf_counter() - t0) * 1e3)
+        result.evidence = dict(result.evidence, passes=float(len(passes)))
+        return result
+
+    def _rough(self):
+        """The backend of the rough pass: the full pass's kind, on a graph at :attr:`rough_size`."""
+        if self._rough_backend is None:
+            self._rough_backend = make_backend(self._backend.name, self.model, self.device, self.rough_size,
+                                               prepare=lambda v, t: self.prepare(v, t, self.rough_size))
+        return self._rough_backend
+
+    def _unverified_fit(self, result: MatchResult, visible: np.ndarray, thermal: np.ndarray):
+        """The robust fit of a rejected result's matches (a prior worth trying), or None."""
+        if len(result) < 8:
+            return None
+        th_shape, vis_shape = np.asarray(thermal).shape, np.asarray(visible).shape
+        H, inliers = self.estimate_homography(result.thermal_points, result.visible_points,
+                                              (th_shape[1], th_shape[0]), (vis_shape[1], vis_shape[0]))
+        if H is None or int(inliers.sum()) < 8 or abs(np.linalg.det(H)) < 1e-12:
+            return None
+        return H
+
+    def _match_once(self, visible: np.ndarray, thermal: np.ndarray, backend, size: Tuple[int, int]) -> MatchResult:
+        """One network pass at working size ``size`` on ``backend``, with the structure checks,
+        the robust fit and verification."""
         t0 = time.perf_counter()
         opt = self.options
-        vis, th, tv, tt = self.prepare(visible, thermal)
+        vis, th, tv, tt = self.prepare(visible, thermal, size)
         cell, min_std = int(opt["structure_cell"]), float(opt["structure_min_std"])
         # Structure before the network: a frame without contrast carries no evidence, and the
         # network would match its border (zero padding) to itself (verification.py).
@@ -138,14 +192,14 @@ class Matcher:
                 result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": 0.0, "homography": 0.0,
                                      "total": (t1 - t0) * 1e3}
                 return result
-        pv, pt, scores, valid = self._backend(tv, tt)
+        pv, pt, scores, valid = backend(tv, tt)
         t2 = time.perf_counter()
         keep = valid.astype(bool) & (scores >= opt["match_threshold"]) & (scores > 0)
         if float(opt["min_structure"]) > 0:  # drop matches where either image is flat
             keep &= verification.in_textured_cells(pv, std_v, cell, min_std)
             keep &= verification.in_textured_cells(pt, std_t, cell, min_std)
-        pv = scale_points(pv[keep], self.input_size, vis.shape)
-        pt = scale_points(pt[keep], self.input_size, th.shape)
+        pv = scale_points(pv[keep], size, vis.shape)
+        pt = scale_points(pt[keep], size, th.shape)
         result = MatchResult(pv, pt, scores[keep].astype(np.float32))
         tsize, vsize = (th.shape[1], th.shape[0]), (vis.shape[1], vis.shape[0])
         H, inliers = self.estimate_homography(pt, pv, tsize, vsize)
@@ -196,7 +250,7 @@ class Matcher:
             vis = small
         warped = cv2.warpPerspective(vis, to_small @ prior, (th_w, th_h),
                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0)
-        result = self.match(warped, thermal)
+        result = self._match_once(warped, thermal, self._backend, self.input_size)
         # warped pixel x sees the visible point prior(x): map the matches and the fit back.
         result.visible_points = project_points(prior, result.visible_points)
         if result.homography is not None:
@@ -212,6 +266,22 @@ class Matcher:
         ``ransac_threshold`` thermal px (equal sizes when the image sizes are not given)."""
         tsize = thermal_size or (1, 1)
         return verification.robust_homography(thermal_pts, visible_pts, tsize, visible_size or tsize, self.options)
+
+
+def rough_working_size(size: Tuple[int, int], factor: float = 0.4) -> Tuple[int, int]:
+    """The rough pass's working size: ``factor`` x the full one in multiples of 8 (416x320 ->
+    160x128, about a sixth of the network time). It only has to bring the pair within the
+    network's reach of alignment; larger cost more for little (BENCHMARKS.md, issue 18)."""
+    return tuple(max(32, int(round(v * factor / 8)) * 8) for v in size)  # type: ignore[return-value]
+
+
+def to_tensor(gray: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """[1,1,H,W] float32 in 0..1 at working size ``size`` (W, H): area-averaged when shrinking."""
+    w, h = size
+    if gray.shape[1] != w or gray.shape[0] != h:
+        interp = cv2.INTER_AREA if gray.shape[1] > w else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (w, h), interpolation=interp)
+    return (gray.astype(np.float32) * (1.0 / 255.0))[None, None]
 
 
 def project_points(H: np.ndarray, pts: np.ndarray) -> np.ndarray:

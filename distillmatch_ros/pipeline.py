@@ -76,6 +76,9 @@ class PipelineConfig:
                                    "the held homography", range=(1, 1000))
     background_matching: bool = setting(False, "Rig mode: re-match in a helper thread so every pair is fused "
                                         "at camera rate with the held homography")
+    guide_with_held: bool = setting(True, "Match with the held homography as prior (Matcher.match_guided: one "
+                                    "full-size pass on the pair aligned by it, instead of a rough and a full "
+                                    "pass); after a guided match that is not verified the next one is unguided")
     fuse: bool = setting(True, "Produce the fused image (the node publishes it on fused/image)",
                          ros_name="publish_fused")
     fusion_mode: str = setting("alpha", "Fusion: alpha (colour-mapped blend) or structure (visible detail "
@@ -234,6 +237,7 @@ class PairPipeline:
         self.session: Optional[CalibrationSession] = None
         self._bg_thread = None
         self._bg_done = None
+        self._guide_next = True  # False after a guided match failed: the next one starts afresh
 
     def configure(self, **changes: Any) -> None:
         """Change settings at run time; unknown names or bad values raise ValueError."""
@@ -338,7 +342,7 @@ class PairPipeline:
             elif self._bg_thread is None or not self._bg_thread.is_alive():
                 t_match = time.perf_counter()
                 try:
-                    result = self.matcher.match(visible, thermal)
+                    result = self._match(visible, thermal, self.held)
                 except InputError:
                     self.counters["input_errors"] += 1
                     raise
@@ -403,11 +407,12 @@ class PairPipeline:
         keep = self.session is not None
 
         v, t = visible.copy(), thermal.copy()  # the caller's buffers may be reused meanwhile
+        prior = self.held
 
         def run():
             t0 = time.perf_counter()
             try:
-                r = self.matcher.match(v, t)
+                r = self._match(v, t, prior)
                 ev = None
                 if r.homography is not None:
                     ev = calib.evidence_from_result(r, stamp_ns, self._thermal_gray(t), tsize, _gray(v),
@@ -448,6 +453,23 @@ class PairPipeline:
             self._bg_thread.join(timeout)
         if self.session is not None:
             self.session.wait(timeout)
+
+    def _match(self, visible: np.ndarray, thermal: np.ndarray, prior: Optional[np.ndarray]) -> MatchResult:
+        """The matcher's result for a pair: guided by ``prior`` (the held homography) when
+        ``guide_with_held`` and the last guided match was verified, else the matcher's own.
+
+        Why: a rig's homography changes little from pair to pair, so the held one is a better
+        prior than the matcher's rough pass and costs no network time. A guided match that is
+        not verified (the rig moved beyond the network's reach, or a bad frame) makes the next
+        match unguided, so drift is still seen."""
+        guide = getattr(self.matcher, "match_guided", None)
+        if prior is None or guide is None or not self.config.guide_with_held or not self._guide_next:
+            self._guide_next = True
+            return self.matcher.match(visible, thermal)
+        result = guide(visible, thermal, prior)
+        self._guide_next = result.homography is not None
+        self.counters["guided_matches"] += 1
+        return result
 
     def _thermal_gray(self, thermal: np.ndarray) -> np.ndarray:
         """The 8-bit thermal image the matcher sees (same normalisation options)."""

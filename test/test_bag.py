@@ -325,7 +325,8 @@ def test_bag_auc_matches_matcher_api_with_shipped_model(tmp_path, pairs):
     info = make_bag(path, real_pairs, thermal_size=(320, 256), thermal_encoding="mono16")
     H = np.array(info["rig_homography"])
     s = bag_eval(path, matcher, VISIBLE_TOPIC, THERMAL_TOPIC, str(tmp_path / "r"), gt_homography=H,
-                 config=PipelineConfig(rig_mode=False, fuse=False), progress=False, plots=False)
+                 config=PipelineConfig(rig_mode=False, fuse=False, guide_with_held=False), progress=False,
+                 plots=False)
     rows = []
     for p in real_pairs:
         v, t8 = render_pair(p, (640, 480), (320, 256), H)

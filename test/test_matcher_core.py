@@ -7,7 +7,7 @@ import torch
 
 from distillmatch_ros.checkpoint import load_checkpoint, save_checkpoint
 from distillmatch_ros.errors import BackendUnavailable, CheckpointError, InputError
-from distillmatch_ros.matcher import Matcher, scale_points
+from distillmatch_ros.matcher import Matcher, scale_points, to_tensor
 from distillmatch_ros.model import build_model
 
 
@@ -130,6 +130,7 @@ def test_coordinates_map_back_with_known_homography(matcher):
     H_work = to_work(vis_wh) @ H_true @ np.linalg.inv(to_work(th_wh))
     saved = matcher._backend
     matcher._backend = _OracleBackend(H_work)
+    matcher.set_options(guided_pass=False)  # the one pass whose mapping this checks (guided: below)
     try:
         # textured inputs (the oracle ignores them; constant frames are refused before the network)
         rng = np.random.default_rng(0)
@@ -137,6 +138,7 @@ def test_coordinates_map_back_with_known_homography(matcher):
                           rng.integers(0, 256, (256, 320), dtype=np.uint8))
     finally:
         matcher._backend = saved
+        matcher.set_options(guided_pass=True)
     ph = np.c_[r.thermal_points, np.ones(len(r))] @ H_true.T
     np.testing.assert_allclose(ph[:, :2] / ph[:, 2:], r.visible_points, atol=1e-3)
     Hn = r.homography / r.homography[2, 2]
@@ -151,7 +153,7 @@ def test_onnxruntime_matches_torch(checkpoint, request):
     a = Matcher(path, backend="torch", match_threshold=0.0)
     b = Matcher(path, backend="onnxruntime", match_threshold=0.0)
     vis, th = _textured(256, 320, 3), _textured(256, 320, 4)
-    ta, tt = a._to_tensor(vis), a._to_tensor(th)
+    ta, tt = to_tensor(vis, a.input_size), to_tensor(th, a.input_size)
     pa, qa, sa, va = a._backend(ta, tt)
     pb, qb, sb, vb = b._backend(ta, tt)
     key_a = {(round(float(x), 1), round(float(y), 1)): i for i, (x, y) in enumerate(pa) if va[i]}

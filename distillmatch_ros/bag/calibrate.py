@@ -53,7 +53,9 @@ def calibrate_bag(bag: str, matcher: Any, visible_topic: str, thermal_topic: str
     if visible_topic == thermal_topic:
         raise BagError("visible and thermal topics must differ")
     max_candidates = max_candidates or 4 * frames
-    pipe = PairPipeline(matcher, PipelineConfig(rig_mode=False, fuse=False))
+    # Each pair matched on its own in the first pass (no guidance by the previous pair): the
+    # guided pass below takes its prior from the pool of all of them.
+    pipe = PairPipeline(matcher, PipelineConfig(rig_mode=False, fuse=False, guide_with_held=False))
     sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop=slop, streams=("visible", "thermal"))
     stream_of = {visible_topic: "visible", thermal_topic: "thermal"}
     opts = getattr(matcher, "options", {})
