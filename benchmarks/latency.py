@@ -16,7 +16,9 @@ Peers at the same size, same threads: kornia's LoFTR architecture with random we
 pairs (../shared/data), accuracy by the protocol (evaluation.py) and median time per pair of the
 match call, the variants taking turns pair by pair so that a drifting machine load hits all of
 them alike. ``previous`` is the default backend of another checkout (``--baseline-root``, e.g. a
-worktree of the commit before a change), run in a child process fed the same pairs.
+worktree of the commit before a change), run in a child process fed the same pairs; a
+``:single`` suffix (``auto:single``) runs that backend with one full-size pass instead of the
+default two (the matcher's ``guided_pass`` off).
 """
 from __future__ import annotations
 
@@ -110,13 +112,22 @@ class BaselineMatcher:
         env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()), OMP_NUM_THREADS=str(threads))
         self.proc = subprocess.Popen([sys.executable, "-c", _BASELINE_WORKER], cwd=root, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.backend = json.loads(self.proc.stdout.readline())["backend"]
         self._json = json
+        self.backend = self._reply()["backend"]
+
+    def _reply(self):
+        """The worker's next JSON line (a checkout may print other lines, e.g. its backend choice)."""
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the baseline worker ended without a reply")
+            if line.startswith("{"):
+                return self._json.loads(line)
 
     def evaluate(self, path: str):
         self.proc.stdin.write(path + "\n")
         self.proc.stdin.flush()
-        r = self._json.loads(self.proc.stdout.readline())
+        r = self._reply()
         return np.asarray(r["kv"], float).reshape(-1, 2), np.asarray(r["kt"], float).reshape(-1, 2), r["sec"]
 
     def close(self):
@@ -141,8 +152,11 @@ def variants_run(args) -> int:
             b = BaselineMatcher(args.baseline_root, args.threads)
             runners[name], labels[name] = b.evaluate, f"previous default ({b.backend}, {args.baseline_root})"
             continue
+        backend, _, mode = name.partition(":")  # "auto:single": one full-size pass (guided_pass off)
+        if mode not in ("", "single"):
+            raise SystemExit(f"variant {name!r}: the only mode is ':single'")
         t0 = time.perf_counter()
-        m = Matcher.from_pretrained(backend=name)
+        m = Matcher.from_pretrained(backend=backend, guided_pass=mode != "single")
         start_s = time.perf_counter() - t0
 
         def run(path, m=m):

@@ -90,6 +90,7 @@ def collect(matcher, pairs, rng, progress=True, wrong_per_pair=1):
                 None, np.zeros(0, bool), np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
                 (thermal.shape[1], thermal.shape[0]), (vis.shape[1], vis.shape[0]))
             row = {"set": s, "name": n, "pair": i, "kind": kind, "sec": sec, "features": f,
+                   "accepted": r.homography is not None if matcher.options["verify"] else None,
                    "reason": r.verification if not r.evidence else None,
                    "partner": pairs[j][1] if j is not None else None}
             if kind == "right":
@@ -103,7 +104,11 @@ def collect(matcher, pairs, rng, progress=True, wrong_per_pair=1):
 
 
 def accept(rows, opt):
-    return np.array([verification.decide(_finite(r["features"]), opt).accepted for r in rows], bool)
+    """Whether each pair was accepted: as the matcher decided it when it ran with ``opt``
+    (recorded), else re-decided from the evidence (a threshold search; with the matcher's two
+    passes this is approximate, since which pass is returned depends on the decisions)."""
+    return np.array([r["accepted"] if r.get("accepted") is not None and opt.get("_recorded")
+                     else verification.decide(_finite(r["features"]), opt).accepted for r in rows], bool)
 
 
 def _finite(f):
@@ -204,7 +209,8 @@ def main(argv=None) -> int:
         pairs = right_pairs(data, args.m3svd_val_every)
         print(f"{len(pairs)} right pairs, {args.wrong_per_pair} wrong pairs for each of the npz sets' ones, "
               f"model {model_name} ({matcher.backend})")
-        matcher.set_options(verify=False)
+        if args.search:  # every pair's evidence, decided offline for each candidate threshold set
+            matcher.set_options(verify=False)
         rows = collect(matcher, pairs, np.random.default_rng(args.seed), wrong_per_pair=args.wrong_per_pair)
         if args.cache:
             os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
@@ -212,7 +218,7 @@ def main(argv=None) -> int:
     out = {**machine_stamp(detail=True), "model": model_name,
            "command": " ".join(["python -m benchmarks.verification_operating_point", *sys.argv[1:]]),
            "options": {k: base[k] for k in verification.DEFAULTS},
-           "current": report(rows, base, "current options")}
+           "current": report(rows, {**base, "_recorded": True}, "current options")}
     if args.search:
         even = [r for r in rows if r["pair"] % 2 == 0]
         odd = [r for r in rows if r["pair"] % 2 == 1]

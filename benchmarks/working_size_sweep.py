@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="320x256,416x320,480x384")
     ap.add_argument("--thresholds", default="0.2,0.1")
     ap.add_argument("--limit", type=int, default=10)
+    ap.add_argument("--passes", default="2", help="1: one full-size pass; 2: the rough and the guided pass "
+                    "(the matcher's guided_pass); e.g. 1,2 for both")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -39,14 +41,15 @@ def main() -> int:
         for s in a.sizes.split(","):
             sized = with_input_size(model, [int(v) for v in s.split("x")])
             for thr in (float(t) for t in a.thresholds.split(",")):
-                m = Matcher.from_model(sized, backend="torch", match_threshold=thr)
-                row = {"checkpoint": ck, "size": s, "threshold": thr}
-                for name in a.sets.split(","):
-                    folder = Path(name) if Path(name).is_dir() else Path(a.data) / name
-                    r = evaluate_matcher(m.match, str(folder), limit=a.limit)
-                    row.update({f"{name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
-                rows.append(row)
-                print(row, flush=True)
+                for passes in (int(p) for p in a.passes.split(",")):
+                    m = Matcher.from_model(sized, backend="torch", match_threshold=thr, guided_pass=passes == 2)
+                    row = {"checkpoint": ck, "size": s, "threshold": thr, "passes": passes}
+                    for name in a.sets.split(","):
+                        folder = Path(name) if Path(name).is_dir() else Path(a.data) / name
+                        r = evaluate_matcher(m.match, str(folder), limit=a.limit)
+                        row.update({f"{name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
+                    rows.append(row)
+                    print(row, flush=True)
     write_report(rows, a.json, show=False)
     return 0
 

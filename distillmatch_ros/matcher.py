@@ -121,13 +121,13 @@ class Matcher:
     def match(self, visible: np.ndarray, thermal: np.ndarray) -> MatchResult:
         """Match one pair. visible: HxW or HxWx3 uint8 BGR; thermal: HxW uint8/uint16/float32.
 
-        With ``guided_pass`` (the default): a rough pass at :attr:`rough_size` gives a homography
-        (verified or not), and the full-size pass is :meth:`match_guided` by it. The network then
+        With ``guided_pass`` (the default): a rough pass at :attr:`rough_size` gives a verified
+        homography, and the full-size pass is :meth:`match_guided` by it. The network then
         sees the pair nearly aligned, whatever the rotation, zoom and resolution ratio between the
         cameras: on a camera the network never saw (m3svd_homography) AUC@10 rose from 0.39 to
-        0.51 for 1.2x the network time (BENCHMARKS.md, issue 18). When the guided pass is not
-        verified (a rough homography that was wrong), an unguided full pass follows, and when that
-        one is verified, a pass guided by it; the best verified result is returned.
+        0.45 for 1.2x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
+        guided one is not verified, an unguided full pass follows, and when that one is verified,
+        a pass guided by it; the guided result is returned when it is verified.
         """
         if not self.options["guided_pass"]:
             return self._match_once(visible, thermal, self._backend, self.input_size)
@@ -137,9 +137,11 @@ class Matcher:
             return rough  # the full-size pass would refuse the same frame
         passes = ["rough"]
         result = None
-        prior = rough.homography if rough.homography is not None else self._unverified_fit(rough, visible, thermal)
-        if prior is not None:
-            result = self.match_guided(visible, thermal, prior)
+        # Only a verified homography guides: a prior from a rejected fit gave the guided pass,
+        # on pairs of *different* street scenes with similar layouts, a second chance to find
+        # a consistent alignment (wrong pairs accepted 3-4 % against 0-1 %; BENCHMARKS.md).
+        if rough.homography is not None:
+            result = self.match_guided(visible, thermal, rough.homography)
             passes.append("guided")
         if result is None or result.homography is None:
             full = self._match_once(visible, thermal, self._backend, self.input_size)
@@ -159,17 +161,6 @@ class Matcher:
             self._rough_backend = make_backend(self._backend.name, self.model, self.device, self.rough_size,
                                                prepare=lambda v, t: self.prepare(v, t, self.rough_size))
         return self._rough_backend
-
-    def _unverified_fit(self, result: MatchResult, visible: np.ndarray, thermal: np.ndarray):
-        """The robust fit of a rejected result's matches (a prior worth trying), or None."""
-        if len(result) < 8:
-            return None
-        th_shape, vis_shape = np.asarray(thermal).shape, np.asarray(visible).shape
-        H, inliers = self.estimate_homography(result.thermal_points, result.visible_points,
-                                              (th_shape[1], th_shape[0]), (vis_shape[1], vis_shape[0]))
-        if H is None or int(inliers.sum()) < 8 or abs(np.linalg.det(H)) < 1e-12:
-            return None
-        return H
 
     def _match_once(self, visible: np.ndarray, thermal: np.ndarray, backend, size: Tuple[int, int]) -> MatchResult:
         """One network pass at working size ``size`` on ``backend``, with the structure checks,
