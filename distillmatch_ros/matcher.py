@@ -1,6 +1,7 @@
 """The plain-Python matcher API shared by the CLI, the ROS node and the bag evaluator."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ DEFAULT_MODEL = model_files.MATCHER
 OPTIONS: Tuple[Option, ...] = (
     Option("match_threshold", None, "Match confidence threshold (dual softmax); unset = the checkpoint's own "
            "(0.1 for the shipped model)", range=(0.0, 1.0), kind=float),
-    Option("guided_pass", True, "Match in two passes: a rough pass at 0.4x the working size finds the "
+    Option("guided_pass", True, "Match in two passes: a rough pass at 0.6x the working size finds the "
            "homography, then the full-size pass sees the visible image resampled into the thermal frame by it "
            "(match_guided); off: one full-size pass"),
     *verification.FIT_OPTIONS,
@@ -125,14 +126,14 @@ class Matcher:
         homography, and the full-size pass is :meth:`match_guided` by it. The network then
         sees the pair nearly aligned, whatever the rotation, zoom and resolution ratio between the
         cameras: on a camera the network never saw (m3svd_homography) AUC@10 rose from 0.39 to
-        0.45 for 1.2x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
+        0.54 for about 1.4x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
         guided one is not verified, an unguided full pass follows, and when that one is verified,
         a pass guided by it; the guided result is returned when it is verified.
         """
         if not self.options["guided_pass"]:
             return self._match_once(visible, thermal, self._backend, self.input_size)
         t0 = time.perf_counter()
-        rough = self._match_once(visible, thermal, self._rough(), self.rough_size)
+        rough = self._match_once(visible, thermal, self._rough(), self.rough_size, self._rough_options())
         if rough.verification.startswith("no structure"):
             return rough  # the full-size pass would refuse the same frame
         passes = ["rough"]
@@ -155,6 +156,16 @@ class Matcher:
         result.evidence = dict(result.evidence, passes=float(len(passes)))
         return result
 
+    def _rough_options(self) -> Dict[str, Any]:
+        """Verification of the rough pass: the fewest inliers scaled by its share of the 1/8
+        cells (at least 12) and the inlier threshold by its coarser grid, the other checks as
+        they are. A rough pass sees a third of the cells at 1.7x their size, so a right pair
+        gives it fewer, coarser inliers; the full thresholds rejected it on half the M3SVD dev
+        pairs. Its homography is only a prior: the guided pass is verified in full."""
+        cells = (self.rough_size[0] * self.rough_size[1]) / (self.input_size[0] * self.input_size[1])
+        return dict(self.options, verify_min_inliers=max(12, round(self.options["verify_min_inliers"] * cells)),
+                    ransac_threshold=self.options["ransac_threshold"] / math.sqrt(cells))
+
     def _rough(self):
         """The backend of the rough pass: the full pass's kind, on a graph at :attr:`rough_size`."""
         if self._rough_backend is None:
@@ -162,11 +173,12 @@ class Matcher:
                                                prepare=lambda v, t: self.prepare(v, t, self.rough_size))
         return self._rough_backend
 
-    def _match_once(self, visible: np.ndarray, thermal: np.ndarray, backend, size: Tuple[int, int]) -> MatchResult:
+    def _match_once(self, visible: np.ndarray, thermal: np.ndarray, backend, size: Tuple[int, int],
+                    opt: Optional[Dict[str, Any]] = None) -> MatchResult:
         """One network pass at working size ``size`` on ``backend``, with the structure checks,
-        the robust fit and verification."""
+        the robust fit and verification (by ``opt``, default the matcher's options)."""
         t0 = time.perf_counter()
-        opt = self.options
+        opt = opt or self.options
         vis, th, tv, tt = self.prepare(visible, thermal, size)
         cell, min_std = int(opt["structure_cell"]), float(opt["structure_min_std"])
         # Structure before the network: a frame without contrast carries no evidence, and the
@@ -193,7 +205,7 @@ class Matcher:
         pt = scale_points(pt[keep], size, th.shape)
         result = MatchResult(pv, pt, scores[keep].astype(np.float32))
         tsize, vsize = (th.shape[1], th.shape[0]), (vis.shape[1], vis.shape[0])
-        H, inliers = self.estimate_homography(pt, pv, tsize, vsize)
+        H, inliers = verification.robust_homography(pt, pv, tsize, vsize, opt)
         evidence = verification.features(H, inliers, pt, result.scores, tsize, vsize)
         result.evidence = evidence
         if H is None:
@@ -259,10 +271,11 @@ class Matcher:
         return verification.robust_homography(thermal_pts, visible_pts, tsize, visible_size or tsize, self.options)
 
 
-def rough_working_size(size: Tuple[int, int], factor: float = 0.4) -> Tuple[int, int]:
+def rough_working_size(size: Tuple[int, int], factor: float = 0.6) -> Tuple[int, int]:
     """The rough pass's working size: ``factor`` x the full one in multiples of 8 (416x320 ->
-    160x128, about a sixth of the network time). It only has to bring the pair within the
-    network's reach of alignment; larger cost more for little (BENCHMARKS.md, issue 18)."""
+    248x192, about a third of the network time). Its homography guides the full pass, and the
+    guided pass is the more precise the closer that prior is: 160x128 (a sixth of the time)
+    gave m3svd_homography AUC@10 0.48 where this gives 0.54 (BENCHMARKS.md, issue 18)."""
     return tuple(max(32, int(round(v * factor / 8)) * 8) for v in size)  # type: ignore[return-value]
 
 
