@@ -253,7 +253,11 @@ class Matcher:
             vis = small
         warped = cv2.warpPerspective(vis, to_small @ prior, (th_w, th_h),
                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0)
-        result = self._match_once(warped, thermal, self._backend, self.input_size)
+        # A pair aligned by a prior gives right matches a larger share of the matches, and a
+        # wrong prior can still line up the layout of two similar scenes: a stricter ratio.
+        opt = dict(self.options, verify_min_inlier_ratio=max(self.options["verify_min_inlier_ratio"],
+                                                             self.options["verify_guided_min_inlier_ratio"]))
+        result = self._match_once(warped, thermal, self._backend, self.input_size, opt)
         # warped pixel x sees the visible point prior(x): map the matches and the fit back.
         result.visible_points = project_points(prior, result.visible_points)
         if result.homography is not None:

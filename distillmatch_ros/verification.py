@@ -53,6 +53,9 @@ OPTIONS: Tuple[Option, ...] = (
            range=(0.0, 1.0)),
     Option("verify_min_inliers", 30, "Verification: fewest inliers", range=(4, 100000)),
     Option("verify_min_inlier_ratio", 0.10, "Verification: fewest inliers per match", range=(0.0, 1.0)),
+    Option("verify_guided_min_inlier_ratio", 0.175, "Verification of a guided match (the pair aligned by a "
+           "prior first): fewest inliers per match. Aligned right pairs give 0.19 and more; wrong pairs of "
+           "similar street scenes, aligned by a wrong prior, 0.12-0.16", range=(0.0, 1.0)),
     Option("verify_min_spread", 0.05, "Verification: smallest inlier convex hull (fraction of the thermal image)",
            range=(0.0, 1.0)),
     Option("verify_min_score", 0.0, "Verification: lowest median inlier score", range=(0.0, 1.0)),
