@@ -423,7 +423,7 @@ class FitOptions:
     refine_iterations: int = 4  # at most; stops when an iteration moves the corners < 0.25 px
     refine_threshold: float = 1.5  # MAGSAC threshold of the refined correspondences [thermal px]
     refine_frames: int = 20  # frames the refinement searches (most inliers first)
-    refine_step: int = 16  # grid step of the dense search [thermal px]
+    refine_step: int = 12  # grid step of the dense search [thermal px]
     bootstrap: int = 50  # bootstrap resamples over frames (0: no uncertainty)
     certain_below_px: float = 1.0  # certain only when the mean corner uncertainty is below this
     min_certain_frames: int = 4  # and at least this many frames agree
