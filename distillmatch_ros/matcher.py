@@ -14,6 +14,7 @@ from . import cpu_choice, model_files, preprocess, verification
 from .backends import check_device, make_backend
 from .checkpoint import load_checkpoint
 from .errors import InputError
+from .evaluation import project
 from .options import Option, by_name, check_all, defaults
 from .preprocess import check_visible, normalize_thermal
 from .result import MatchResult
@@ -126,7 +127,7 @@ class Matcher:
         homography, and the full-size pass is :meth:`match_guided` by it. The network then
         sees the pair nearly aligned, whatever the rotation, zoom and resolution ratio between the
         cameras: on a camera the network never saw (m3svd_homography) AUC@10 rose from 0.39 to
-        0.54 for about 1.4x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
+        0.56 for about 1.3x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
         guided one is not verified, an unguided full pass follows, and when that one is verified,
         a pass guided by it; the guided result is returned when it is verified.
         """
@@ -138,9 +139,9 @@ class Matcher:
             return rough  # the full-size pass would refuse the same frame
         passes = ["rough"]
         result = None
-        # Only a verified homography guides: a prior from a rejected fit gave the guided pass,
-        # on pairs of *different* street scenes with similar layouts, a second chance to find
-        # a consistent alignment (wrong pairs accepted 3-4 % against 0-1 %; BENCHMARKS.md).
+        # Only a verified homography guides: a prior from a rejected fit gives the guided pass,
+        # on pairs of *different* street scenes with similar layouts, a second chance to line
+        # them up (BENCHMARKS.md, "Verification with two passes").
         if rough.homography is not None:
             result = self.match_guided(visible, thermal, rough.homography)
             passes.append("guided")
@@ -259,7 +260,7 @@ class Matcher:
                                                              self.options["verify_guided_min_inlier_ratio"]))
         result = self._match_once(warped, thermal, self._backend, self.input_size, opt)
         # warped pixel x sees the visible point prior(x): map the matches and the fit back.
-        result.visible_points = project_points(prior, result.visible_points)
+        result.visible_points = project(prior, result.visible_points).astype(np.float32)
         if result.homography is not None:
             H = prior @ result.homography
             result.homography = H / H[2, 2]
@@ -290,13 +291,6 @@ def to_tensor(gray: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
         interp = cv2.INTER_AREA if gray.shape[1] > w else cv2.INTER_LINEAR
         gray = cv2.resize(gray, (w, h), interpolation=interp)
     return (gray.astype(np.float32) * (1.0 / 255.0))[None, None]
-
-
-def project_points(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """(N, 2) float32 points through a 3x3 homography."""
-    if len(pts) == 0:
-        return np.asarray(pts, np.float32).reshape(0, 2)
-    return cv2.perspectiveTransform(np.asarray(pts, np.float64).reshape(-1, 1, 2), H).reshape(-1, 2).astype(np.float32)
 
 
 def scale_points(pts: np.ndarray, working_wh: Tuple[int, int], image_shape) -> np.ndarray:
