@@ -54,7 +54,7 @@ def check_pairs() -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
 def measure(matcher, backend, pairs) -> Dict[str, float]:
     """AUC@10 of the protocol's homography error and median ms per pair of ``matcher`` on ``backend``."""
     from . import evaluation
-    matcher._backend = backend
+    matcher._backend, matcher._rough_backend = backend, None  # the rough pass runs on the same kind
     errs, times = [], []
     for vis, th, H in pairs:
         matcher.match(vis, th)  # warm (first runs allocate)
@@ -111,5 +111,5 @@ def prepare(matcher, device=None, pairs=None) -> Dict[str, Any]:
     record = {"choice": name, "reason": reason, "fp32": m_fp32, "int8": m_int8, "int8_model": str(int8.onnx_path),
               "check_pairs": len(pairs), "date": time.strftime("%Y-%m-%d %H:%M")}
     record_path(matcher).write_text(json.dumps(record, indent=1))
-    matcher._backend = int8 if name == "onnxruntime_int8" else fp32
+    matcher._backend, matcher._rough_backend = (int8 if name == "onnxruntime_int8" else fp32), None
     return record
