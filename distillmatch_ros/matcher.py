@@ -127,7 +127,7 @@ class Matcher:
         homography, and the full-size pass is :meth:`match_guided` by it. The network then
         sees the pair nearly aligned, whatever the rotation, zoom and resolution ratio between the
         cameras: on a camera the network never saw (m3svd_homography) AUC@10 rose from 0.39 to
-        0.56 for about 1.3x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
+        0.56 for about 1.4x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
         guided one is not verified, an unguided full pass follows, and when that one is verified,
         a pass guided by it; the guided result is returned when it is verified.
         """
