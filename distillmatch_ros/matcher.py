@@ -114,11 +114,16 @@ class Matcher:
 
     def prepare(self, visible: np.ndarray, thermal: np.ndarray, size: Optional[Tuple[int, int]] = None):
         """Validate, convert to gray uint8 and resize both images to the working size (or ``size``)."""
-        vis = check_visible(visible)
-        th = normalize_thermal(thermal, self.options["thermal_low_pct"], self.options["thermal_high_pct"],
-                               self.options["thermal_clahe"], self.options["thermal_min_span"])
+        vis, th = self._grays(visible, thermal)
         size = size or self.input_size
         return vis, th, to_tensor(vis, size), to_tensor(th, size)
+
+    def _grays(self, visible: np.ndarray, thermal: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Both images validated, as gray uint8 (the thermal one normalised): once a pair, however
+        many passes it gets."""
+        vis = check_visible(visible)
+        return vis, normalize_thermal(thermal, self.options["thermal_low_pct"], self.options["thermal_high_pct"],
+                                      self.options["thermal_clahe"], self.options["thermal_min_span"])
 
     def match(self, visible: np.ndarray, thermal: np.ndarray) -> MatchResult:
         """Match one pair. visible: HxW or HxWx3 uint8 BGR; thermal: HxW uint8/uint16/float32.
@@ -131,10 +136,11 @@ class Matcher:
         guided one is not verified, an unguided full pass follows, and when that one is verified,
         a pass guided by it; the guided result is returned when it is verified.
         """
-        if not self.options["guided_pass"]:
-            return self._match_once(visible, thermal, self._backend, self.input_size)
         t0 = time.perf_counter()
-        rough = self._match_once(visible, thermal, self._rough(), self.rough_size, self._rough_options())
+        vis, th = self._grays(visible, thermal)
+        if not self.options["guided_pass"]:
+            return self._match_once(vis, th, self._backend, self.input_size, t0=t0)
+        rough = self._match_once(vis, th, self._rough(), self.rough_size, self._rough_options(), t0=t0)
         if rough.verification.startswith("no structure"):
             return rough  # the full-size pass would refuse the same frame
         passes = ["rough"]
@@ -143,14 +149,14 @@ class Matcher:
         # on pairs of *different* street scenes with similar layouts, a second chance to line
         # them up (BENCHMARKS.md, "Verification with two passes").
         if rough.homography is not None:
-            result = self.match_guided(visible, thermal, rough.homography)
+            result = self._guided(vis, th, rough.homography)
             passes.append("guided")
         if result is None or result.homography is None:
-            full = self._match_once(visible, thermal, self._backend, self.input_size)
+            full = self._match_once(vis, th, self._backend, self.input_size)
             passes.append("full")
             result = full
             if full.homography is not None:
-                again = self.match_guided(visible, thermal, full.homography)
+                again = self._guided(vis, th, full.homography)
                 passes.append("guided")
                 result = again if again.homography is not None else full
         result.timings_ms = dict(result.timings_ms, total=(time.perf_counter() - t0) * 1e3)
@@ -174,13 +180,14 @@ class Matcher:
                                                prepare=lambda v, t: self.prepare(v, t, self.rough_size))
         return self._rough_backend
 
-    def _match_once(self, visible: np.ndarray, thermal: np.ndarray, backend, size: Tuple[int, int],
-                    opt: Optional[Dict[str, Any]] = None) -> MatchResult:
-        """One network pass at working size ``size`` on ``backend``, with the structure checks,
-        the robust fit and verification (by ``opt``, default the matcher's options)."""
-        t0 = time.perf_counter()
+    def _match_once(self, vis: np.ndarray, th: np.ndarray, backend, size: Tuple[int, int],
+                    opt: Optional[Dict[str, Any]] = None, t0: Optional[float] = None) -> MatchResult:
+        """One network pass at working size ``size`` on ``backend`` over gray images from
+        :meth:`_grays`, with the structure checks, the robust fit and verification (by ``opt``,
+        default the matcher's options). ``t0``: when the pair's preprocessing began."""
+        t0 = time.perf_counter() if t0 is None else t0
         opt = opt or self.options
-        vis, th, tv, tt = self.prepare(visible, thermal, size)
+        tv, tt = to_tensor(vis, size), to_tensor(th, size)
         cell, min_std = int(opt["structure_cell"]), float(opt["structure_min_std"])
         # Structure before the network: a frame without contrast carries no evidence, and the
         # network would match its border (zero padding) to itself (verification.py).
@@ -240,8 +247,11 @@ class Matcher:
         prior = np.asarray(prior, np.float64)
         if prior.shape != (3, 3) or not np.all(np.isfinite(prior)) or abs(np.linalg.det(prior)) < 1e-12:
             raise InputError("the prior homography must be a finite, invertible 3x3 matrix")
-        vis = check_visible(visible)
-        th_h, th_w = np.asarray(thermal).shape[:2]
+        return self._guided(*self._grays(visible, thermal), prior)
+
+    def _guided(self, vis: np.ndarray, th: np.ndarray, prior: np.ndarray) -> MatchResult:
+        """:meth:`match_guided` on gray images from :meth:`_grays`."""
+        th_h, th_w = th.shape[:2]
         # Area-average a finer visible camera down to about the thermal scale first: the warp
         # itself samples bilinearly and would alias. A pixel-centre-aware scale, folded into H.
         shrink = max(1.0, verification.stretch_factor((th_w, th_h), (vis.shape[1], vis.shape[0])))
@@ -258,7 +268,7 @@ class Matcher:
         # wrong prior can still line up the layout of two similar scenes: a stricter ratio.
         opt = dict(self.options, verify_min_inlier_ratio=max(self.options["verify_min_inlier_ratio"],
                                                              self.options["verify_guided_min_inlier_ratio"]))
-        result = self._match_once(warped, thermal, self._backend, self.input_size, opt)
+        result = self._match_once(warped, th, self._backend, self.input_size, opt)
         # warped pixel x sees the visible point prior(x): map the matches and the fit back.
         result.visible_points = project(prior, result.visible_points).astype(np.float32)
         if result.homography is not None:
