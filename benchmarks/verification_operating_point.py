@@ -104,18 +104,23 @@ def collect(matcher, pairs, rng, progress=True, wrong_per_pair=1):
 
 
 def accept(rows, opt):
-    """Whether each pair was accepted: as the matcher decided it when it ran with ``opt``
-    (recorded), else re-decided from the evidence (a threshold search; with the matcher's two
-    passes this is approximate, since which pass is returned depends on the decisions)."""
-    return np.array([r["accepted"] if r.get("accepted") is not None and opt.get("_recorded")
-                     else verification.decide(_finite(r["features"]), opt).accepted for r in rows], bool)
+    """Whether each pair was accepted: as the matcher decided it (``opt`` None: its own options,
+    recorded while it ran), else re-decided from the evidence with ``opt`` (a threshold search;
+    with the matcher's two passes this is approximate, since which pass is returned depends on
+    the decisions)."""
+    if opt is None:
+        return np.array([bool(r["accepted"]) for r in rows], bool)
+    return np.array([verification.decide(_finite(r["features"]), opt).accepted for r in rows], bool)
 
 
 def _finite(f):
     return {k: (float("inf") if v is None else v) for k, v in f.items()}
 
 
-def report(rows, opt, label=""):
+def report(rows, opt, label="", reason_opt=None):
+    """Acceptance figures of ``rows`` under ``opt`` (None: the matcher's recorded decisions, with
+    the rejection reasons re-derived under ``reason_opt``)."""
+    reason_opt = opt if opt is not None else reason_opt
     right = [r for r in rows if r["kind"] == "right"]
     wrong = [r for r in rows if r["kind"] == "wrong"]
     ar, aw = accept(right, opt), accept(wrong, opt)
@@ -137,7 +142,7 @@ def report(rows, opt, label=""):
     reasons = {}
     for r, a in zip(wrong, aw, strict=True):
         if not a:
-            why = verification.decide(_finite(r["features"]), opt).reason.split(" (")[0].split(" 0")[0]
+            why = verification.decide(_finite(r["features"]), reason_opt).reason.split(" (")[0].split(" 0")[0]
             reasons[why] = reasons.get(why, 0) + 1
     out["wrong_rejected_by"] = reasons
     return out
@@ -218,7 +223,8 @@ def main(argv=None) -> int:
     out = {**machine_stamp(detail=True), "model": model_name,
            "command": " ".join(["python -m benchmarks.verification_operating_point", *sys.argv[1:]]),
            "options": {k: base[k] for k in verification.DEFAULTS},
-           "current": report(rows, {**base, "_recorded": True}, "current options")}
+           "current": report(rows, None if rows and rows[0].get("accepted") is not None else base,
+                             "current options", reason_opt=base)}
     if args.search:
         even = [r for r in rows if r["pair"] % 2 == 0]
         odd = [r for r in rows if r["pair"] % 2 == 1]
