@@ -158,32 +158,34 @@ def run_one(name: str, matcher, matcher_name: str, data: Path, work: Path, frame
     return row
 
 
+def aligned_shifts(name: str, data: Path, size=None):
+    """Dense correspondences from the identity on each of a recording's *aligned* source pairs
+    (``calibration.dense_correspondences``, no network), both images resized to ``size`` (or
+    as stored). Yields (thermal points, visible points, (w, h)) per pair."""
+    import cv2
+
+    from distillmatch_ros import calibration as C
+    src = data / RECORDINGS[name]["source"]
+    for n in frame_names(name, data):
+        ext = ".jpg" if (src / "visible" / f"{n}.jpg").exists() else ".png"
+        t, v = (cv2.imread(str(src / sub / f"{n}{ext}"), cv2.IMREAD_GRAYSCALE) for sub in ("thermal", "visible"))
+        if size is not None:
+            t, v = (cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (t, v))
+        a, b = C.dense_correspondences(np.eye(3), t, v, step=12, search=6)
+        yield a, b, (t.shape[1], t.shape[0])
+
+
 def registration_correction(name: str, data: Path) -> np.ndarray:
     """The homography (visible px of the recording -> visible px) by which the source pairs'
-    own alignment is off, measured without the network: the dense template search of
-    ``calibration.dense_correspondences`` from the identity on each aligned pair, both images
+    own alignment is off, measured without the network: :func:`aligned_shifts` with both images
     resized as ``make_bag`` resizes the visible one (at half the visible size: the same aspect,
     a quarter of the work), pooled over the recording's pairs and fitted robustly. The
     recording's real geometry is this composed with its rig homography (``make_bag`` takes the
     pairs as exactly aligned)."""
-    import cv2
-
     from distillmatch_ros import calibration as C
-    spec = RECORDINGS[name]
-    vw, vh = spec["visible_size"]
-    size = (vw // 2, vh // 2)
-    src = data / spec["source"]
-    tps, vps = [], []
-    for n in frame_names(name, data):
-        ext = ".jpg" if (src / "visible" / f"{n}.jpg").exists() else ".png"
-        t = cv2.resize(cv2.imread(str(src / "thermal" / f"{n}{ext}"), cv2.IMREAD_GRAYSCALE), size,
-                       interpolation=cv2.INTER_AREA)
-        v = cv2.resize(cv2.imread(str(src / "visible" / f"{n}{ext}"), cv2.IMREAD_GRAYSCALE), size,
-                       interpolation=cv2.INTER_AREA)
-        a, b = C.dense_correspondences(np.eye(3), t, v, step=12, search=6)
-        tps.append(a)
-        vps.append(b)
-    A, _ = C.robust_fit(np.concatenate(tps), np.concatenate(vps), 1.5)
+    vw, vh = RECORDINGS[name]["visible_size"]
+    found = list(aligned_shifts(name, data, (vw // 2, vh // 2)))
+    A, _ = C.robust_fit(np.concatenate([a for a, _, _ in found]), np.concatenate([b for _, b, _ in found]), 1.5)
     up = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # half-size px -> visible px (pixel centres)
     return up @ A @ np.linalg.inv(up)
 
@@ -191,18 +193,8 @@ def registration_correction(name: str, data: Path) -> np.ndarray:
 def roadscene_self_alignment(data: Path) -> Dict[str, Any]:
     """Median dense shift (thermal px) on the *aligned* RoadScene val pairs, from the identity,
     by thirds of the image: how far their own alignment, the ground truth of ``roadscene_2x``,
-    is from one homography (calibration.dense_correspondences, no network)."""
-    import cv2
-
-    from distillmatch_ros import calibration as C
-    rows = []
-    for n in json.load(open(data / "roadscene" / "split.json"))["val"]:
-        v = cv2.imread(str(data / "roadscene" / "visible" / n), cv2.IMREAD_GRAYSCALE)
-        t = cv2.imread(str(data / "roadscene" / "thermal" / n), cv2.IMREAD_GRAYSCALE)
-        a, b = C.dense_correspondences(np.eye(3), t, v, step=12, search=6)
-        if len(a):
-            rows.append(np.c_[a / [t.shape[1], t.shape[0]], b - a])
-    r = np.concatenate(rows)
+    is from one homography (:func:`aligned_shifts` at the stored size)."""
+    r = np.concatenate([np.c_[a / wh, b - a] for a, b, wh in aligned_shifts("roadscene_2x", data) if len(a)])
     out: Dict[str, Any] = {"points": int(len(r)), "median_shift_px": np.round(np.median(r[:, 2:], 0), 2).tolist()}
     for axis, name in ((1, "rows"), (0, "columns")):
         for lo in (0.0, 1 / 3, 2 / 3):
