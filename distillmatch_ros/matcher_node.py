@@ -506,6 +506,12 @@ def main(args: Optional[List[str]] = None) -> int:
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001 - only when it is the shutdown itself
+        # SIGINT shuts the context down from rclpy's signal handler; when that lands while spin
+        # builds its wait set, rclpy raises RCLError ("the given context is not valid") instead
+        # of ExternalShutdownException. After a shutdown that is the shutdown, not a failure.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.stop()
