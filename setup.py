@@ -36,6 +36,8 @@ setup(
         "torch>=2.3",
         "onnx>=1.15",
         "onnxruntime>=1.17",
+        # OpenVINO's CPU plugin: the fastest CPU path on x86 (BF16 on AMX CPUs); cpu_choice.py measures it.
+        "openvino>=2024.4; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
         "pyyaml",
         "rosbags>=0.10",
         "matplotlib",

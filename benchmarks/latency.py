@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from benchmarks.common import SHARED, machine_stamp, parse_size, sized_model, textured, write_report
 
@@ -135,6 +136,20 @@ class BaselineMatcher:
         self.proc.wait(30)
 
 
+def variant_options(name: str, mode: str) -> dict:
+    """Matcher options of a variant's mode: ``single`` (one full-size pass, guided_pass off) or
+    ``option=value[+option=value]`` (e.g. ``auto:guided_passes=1``)."""
+    if mode in ("", "single"):
+        return {"guided_pass": False} if mode else {}
+    out = {}
+    for item in mode.split("+"):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"variant {name!r}: a mode is 'single' or option=value[+option=value]")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def variants_run(args) -> int:
     """Accuracy and time per pair of backend variants on the dev sets, in turns (see the module doc)."""
     import glob
@@ -152,11 +167,9 @@ def variants_run(args) -> int:
             b = BaselineMatcher(args.baseline_root, args.threads)
             runners[name], labels[name] = b.evaluate, f"previous default ({b.backend}, {args.baseline_root})"
             continue
-        backend, _, mode = name.partition(":")  # "auto:single": one full-size pass (guided_pass off)
-        if mode not in ("", "single"):
-            raise SystemExit(f"variant {name!r}: the only mode is ':single'")
+        backend, _, mode = name.partition(":")
         t0 = time.perf_counter()
-        m = Matcher.from_pretrained(backend=backend, guided_pass=mode != "single")
+        m = Matcher.from_pretrained(backend=backend, **variant_options(name, mode))
         start_s = time.perf_counter() - t0
 
         def run(path, m=m):

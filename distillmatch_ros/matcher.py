@@ -25,9 +25,13 @@ DEFAULT_MODEL = model_files.MATCHER
 OPTIONS: Tuple[Option, ...] = (
     Option("match_threshold", None, "Match confidence threshold (dual softmax); unset = the checkpoint's own "
            "(0.1 for the shipped model)", range=(0.0, 1.0), kind=float),
-    Option("guided_pass", True, "Match in two passes: a rough pass at 0.6x the working size finds the "
-           "homography, then the full-size pass sees the visible image resampled into the thermal frame by it "
-           "(match_guided); off: one full-size pass"),
+    Option("guided_pass", True, "Match in passes: a rough pass at 0.6x the working size finds the "
+           "homography, then full-size passes see the visible image resampled into the thermal frame by the last "
+           "fit (match_guided); off: one full-size pass"),
+    Option("guided_passes", 3, "guided_pass: at most this many full-size guided passes, each guided by the "
+           "last verified fit, until one moves its prior less than guided_converged_px", range=(1, 5)),
+    Option("guided_converged_px", 4.0, "guided_pass: a guided fit that moves its prior's image corners by less "
+           "than this (working-size px; 4 = half a 1/8 cell) has converged, no further pass", range=(0.0, 64.0)),
     *verification.FIT_OPTIONS,
     *preprocess.OPTIONS,
     *verification.OPTIONS,
@@ -45,11 +49,11 @@ class Matcher:
     """Finds correspondences between a visible and a thermal image.
 
     ``Matcher(model_path, backend="auto", device=None, **options)`` loads any checkpoint;
-    :meth:`from_pretrained` loads a shipped one. ``backend`` is ``auto``, ``torch``,
-    ``onnxruntime``, ``onnxruntime_int8`` or ``tensorrt``; ``auto`` picks TensorRT on a GPU with
-    torch-tensorrt, else PyTorch on CUDA, else on a CPU the faster of ONNX Runtime FP32 and INT8
-    that keeps the accuracy (measured once per model and machine, cpu_choice.py). The choice and
-    why is :attr:`backend_choice`.
+    :meth:`from_pretrained` loads a shipped one. ``backend`` is ``auto`` or one of
+    :data:`~distillmatch_ros.backends.BACKENDS`; ``auto`` picks TensorRT on a GPU with
+    torch-tensorrt, else PyTorch on CUDA, else on a CPU the fastest of ONNX Runtime FP32, OpenVINO
+    FP32 and OpenVINO with a BF16 encoder (and INT8, once built) that keeps the accuracy,
+    measured once per model and machine (cpu_choice.py). The choice and why is :attr:`backend_choice`.
     """
 
     def __init__(self, model_path: os.PathLike | str, backend: str = "auto", device: Optional[str] = None,
@@ -131,10 +135,13 @@ class Matcher:
         With ``guided_pass`` (the default): a rough pass at :attr:`rough_size` gives a verified
         homography, and the full-size pass is :meth:`match_guided` by it. The network then
         sees the pair nearly aligned, whatever the rotation, zoom and resolution ratio between the
-        cameras: on a camera the network never saw (m3svd_homography) AUC@10 rose from 0.39 to
-        0.56 for about 1.4x the time of one pass (BENCHMARKS.md, issue 18). When the rough pass or the
-        guided one is not verified, an unguided full pass follows, and when that one is verified,
-        a pass guided by it; the guided result is returned when it is verified.
+        cameras. A guided fit that still moves its prior by half a 1/8 cell or more guides one
+        more pass (``guided_passes``, ``guided_converged_px``). On a camera the network never
+        saw (m3svd_homography) AUC@10 rose from 0.39 (one pass) to 0.56 (one guided pass) and
+        0.64 (guided until converged), for about 1.4x and 2.2x the time of one pass
+        (BENCHMARKS.md, issue 18). When the rough pass or the first guided one is not verified,
+        an unguided full pass follows, and when that one is verified, passes guided by it; the
+        last verified guided result is returned.
         """
         t0 = time.perf_counter()
         vis, th = self._grays(visible, thermal)
@@ -149,19 +156,37 @@ class Matcher:
         # on pairs of *different* street scenes with similar layouts, a second chance to line
         # them up (BENCHMARKS.md, "Verification with two passes").
         if rough.homography is not None:
-            result = self._guided(vis, th, rough.homography)
-            passes.append("guided")
+            result = self._guide_until_converged(vis, th, rough.homography, passes)
         if result is None or result.homography is None:
             full = self._match_once(vis, th, self._backend, self.input_size)
             passes.append("full")
             result = full
             if full.homography is not None:
-                again = self._guided(vis, th, full.homography)
-                passes.append("guided")
+                again = self._guide_until_converged(vis, th, full.homography, passes)
                 result = again if again.homography is not None else full
         result.timings_ms = dict(result.timings_ms, total=(time.perf_counter() - t0) * 1e3)
         result.evidence = dict(result.evidence, passes=float(len(passes)))
         return result
+
+    def _guide_until_converged(self, vis: np.ndarray, th: np.ndarray, prior: np.ndarray, passes: list) -> MatchResult:
+        """Guided passes, each by the last verified fit, until a fit moves its prior by less than
+        ``guided_converged_px`` or ``guided_passes`` have run; the last verified result, or the
+        first pass's when none was verified. Why iterate: the network is most precise on a
+        nearly aligned pair, and a guided fit from a rough prior that was several cells off is
+        itself a few pixels off; a second pass by it gained m3svd_homography 0.10 AUC@10
+        (BENCHMARKS.md, issue 18). Once a fit moves its prior by under half a 1/8 cell, the next
+        pass would see the same cells and gained nothing measurable."""
+        best = None
+        for _ in range(int(self.options["guided_passes"])):
+            r = self._guided(vis, th, prior)
+            passes.append("guided")
+            if r.homography is None:
+                return best if best is not None else r  # (a MatchResult with no matches is falsy)
+            best = r
+            if guided_shift_px(prior, r.homography, th.shape, self.input_size) < self.options["guided_converged_px"]:
+                break
+            prior = r.homography
+        return best
 
     def _rough_options(self) -> Dict[str, Any]:
         """Verification of the rough pass: the fewest inliers scaled by its share of the 1/8
@@ -284,6 +309,18 @@ class Matcher:
         ``ransac_threshold`` thermal px (equal sizes when the image sizes are not given)."""
         tsize = thermal_size or (1, 1)
         return verification.robust_homography(thermal_pts, visible_pts, tsize, visible_size or tsize, self.options)
+
+
+def guided_shift_px(prior: np.ndarray, fit: np.ndarray, thermal_shape, working_size: Tuple[int, int]) -> float:
+    """How far ``fit`` moves ``prior`` (both thermal -> visible): the largest displacement of the
+    thermal image's corners under prior^-1 . fit, in working-size pixels (the network's grid)."""
+    if not (np.all(np.isfinite(prior)) and np.all(np.isfinite(fit))):
+        return float("inf")
+    h, w = thermal_shape[:2]
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    moved = project(np.linalg.inv(prior) @ fit, corners)
+    d = np.abs(moved - corners) * np.array([working_size[0] / w, working_size[1] / h])
+    return float(d.max()) if np.all(np.isfinite(d)) else float("inf")
 
 
 def rough_working_size(size: Tuple[int, int], factor: float = 0.6) -> Tuple[int, int]:

@@ -48,10 +48,13 @@ def test_feature_map_is_elu_plus_one():
 
 
 def test_decide_keeps_accuracy_then_speed():
-    fp32 = {"auc10": 0.40, "ms": 100.0}
-    assert cpu_choice.decide(fp32, {"auc10": 0.385, "ms": 50.0})[0] == "onnxruntime"  # 0.015 worse
-    assert cpu_choice.decide(fp32, {"auc10": 0.395, "ms": 101.0})[0] == "onnxruntime"  # not faster
-    assert cpu_choice.decide(fp32, {"auc10": 0.395, "ms": 80.0})[0] == "onnxruntime_int8"
+    ref = {"prec3": 0.40, "ms": 100.0}
+    measured = {"onnxruntime": ref, "openvino": {"prec3": 0.385, "ms": 50.0},  # 0.015 worse
+                "openvino_bf16": {"prec3": 0.395, "ms": 80.0}}
+    name, reason = cpu_choice.decide(measured)
+    assert name == "openvino_bf16" and "openvino loses accuracy" in reason
+    measured["openvino_bf16"]["ms"] = 101.0  # not faster
+    assert cpu_choice.decide(measured)[0] == "onnxruntime"
 
 
 @pytest.fixture()
@@ -104,21 +107,69 @@ def test_int8_quantises_the_trunk_convolutions_only(tiny_checkpoint, cache, tmp_
     assert r.visible_points.shape == (len(r), 2)
 
 
-def test_auto_follows_the_recorded_measurement(tiny_checkpoint, cache, tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime.quantization")
+def _check_pair():
     from benchmarks.common import textured
-    from distillmatch_ros.matcher import Matcher
-    monkeypatch.setattr(cpu_choice, "applies", lambda device: True)
-    m = Matcher(tiny_checkpoint, backend="auto")
-    assert m.backend == "onnxruntime" and "not measured" in m.backend_choice  # nothing recorded yet
-    monkeypatch.setenv("DISTILLMATCH_CALIBRATION_DIR", str(_calibration_folder(tmp_path / "calib")))
     H = np.array([[1.0, 0.02, 4.0], [-0.02, 1.0, 3.0], [0, 0, 1.0]])
     vis = textured(240, 320, 3)
-    th = cv2.warpPerspective(vis, np.linalg.inv(H), (320, 240))
-    monkeypatch.setattr(cpu_choice, "measure", lambda matcher, backend, pairs: {
-        "auc10": 0.5, "ms": 10.0 if backend.name == "onnxruntime_int8" else 20.0})
-    record = cpu_choice.prepare(m, pairs=[(vis, th, H)])
-    assert record["choice"] == "onnxruntime_int8"
-    assert json.loads(cpu_choice.record_path(m).read_text())["choice"] == "onnxruntime_int8"
+    return vis, cv2.warpPerspective(vis, np.linalg.inv(H), (320, 240)), H
+
+
+def test_auto_measures_once_then_follows_the_record(tiny_checkpoint, cache, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    from distillmatch_ros.matcher import Matcher
+    monkeypatch.setattr(cpu_choice, "applies", lambda device: True)
+    monkeypatch.setattr(cpu_choice, "check_pairs", lambda: [_check_pair()] * 2)
+    m = Matcher(tiny_checkpoint, backend="auto")  # nothing recorded: measures the quick candidates now
+    assert "measuring" in capsys.readouterr().out and "measured now" in m.backend_choice
+    record = json.loads(cpu_choice.record_path(m).read_text())
+    assert set(record["measured"]) == set(cpu_choice.quick_candidates()) and record["choice"] == m.backend
+    for row in record["measured"].values():
+        assert 0.0 <= row["prec3"] <= 1.0 and row["ms"] > 0
+    r = m.match(*_check_pair()[:2])  # the matcher is left on the chosen backend, ready
+    assert r.visible_points.shape == (len(r), 2)
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again despite the record")
+    monkeypatch.setattr(cpu_choice, "measure", no_measuring)
     again = Matcher(tiny_checkpoint, backend="auto")
-    assert again.backend == "onnxruntime_int8" and "INT8 10 vs FP32 20 ms" in again.backend_choice
+    assert again.backend == record["choice"] and f"measured {record['date']}" in again.backend_choice
+
+
+def test_prepare_measures_int8_too(tiny_checkpoint, cache, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime.quantization")
+    from distillmatch_ros.matcher import Matcher
+    monkeypatch.setattr(cpu_choice, "applies", lambda device: True)
+    monkeypatch.setenv("DISTILLMATCH_CALIBRATION_DIR", str(_calibration_folder(tmp_path / "calib")))
+    m = Matcher(tiny_checkpoint, backend="onnxruntime")
+    monkeypatch.setattr(cpu_choice, "measure", lambda matcher, backends, pairs: {
+        n: {"prec3": 0.5, "auc10": 0.5, "ms": 10.0 if n == "onnxruntime_int8" else 20.0} for n in backends})
+    record = cpu_choice.prepare(m, pairs=[_check_pair()])
+    assert record["choice"] == "onnxruntime_int8"
+    assert m._backend.name == "onnxruntime_int8"
+    again = Matcher(tiny_checkpoint, backend="auto")
+    assert again.backend == "onnxruntime_int8" and "onnxruntime_int8 10" in again.backend_choice
+
+
+def test_openvino_runs_the_same_network(tiny_checkpoint, cache):
+    """FP32 OpenVINO gives ONNX Runtime's matches (in any order); the BF16 encoder, close ones."""
+    pytest.importorskip("openvino")
+    from distillmatch_ros.backends import make_backend, openvino_bf16_native
+    from distillmatch_ros.matcher import Matcher
+    m = Matcher(tiny_checkpoint, backend="onnxruntime", match_threshold=0.0)
+    vis, th, _ = _check_pair()
+    v, t = m.prepare(vis, th)[2:]
+    ref = m._backend(v, t)
+
+    def matches(out):
+        n = int(out[3].sum())
+        rows = np.round(np.concatenate([out[0][:n], out[1][:n]], 1), 2)
+        return rows[np.lexsort(rows.T[::-1])]
+    names = ["openvino"] + (["openvino_bf16"] if openvino_bf16_native() else [])
+    for name in names:
+        out = make_backend(name, m.model, None, m.input_size)(v, t)
+        assert [o.dtype for o in out] == [o.dtype for o in ref] and [o.shape for o in out] == [o.shape for o in ref]
+        if name == "openvino":
+            np.testing.assert_allclose(matches(out), matches(ref), atol=0.02)
+        else:  # BF16 moves points by fractions of a pixel; most coarse cells stay the same
+            same = np.isin(out[0][:, 0] // 8 * 1000 + out[0][:, 1] // 8, ref[0][:, 0] // 8 * 1000 + ref[0][:, 1] // 8)
+            assert same.mean() > 0.8

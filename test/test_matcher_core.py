@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from distillmatch_ros.backends import BACKENDS
 from distillmatch_ros.checkpoint import load_checkpoint, save_checkpoint
 from distillmatch_ros.errors import BackendUnavailable, CheckpointError, InputError
 from distillmatch_ros.matcher import Matcher, scale_points, to_tensor
@@ -226,8 +227,10 @@ def test_backend_selection_errors(tiny_checkpoint):
         with pytest.raises(BackendUnavailable, match="CUDA"):
             Matcher(tiny_checkpoint, backend="torch", device="cuda")
     with pytest.raises(BackendUnavailable, match="unknown backend"):
-        Matcher(tiny_checkpoint, backend="openvino")
-    assert Matcher(tiny_checkpoint, backend="auto").backend in ("onnxruntime", "onnxruntime_int8", "torch", "tensorrt")
+        Matcher(tiny_checkpoint, backend="openvino_int4")
+    with pytest.raises(BackendUnavailable, match="CPU"):
+        Matcher(tiny_checkpoint, backend="openvino", device="cuda")
+    assert Matcher(tiny_checkpoint, backend="auto").backend in BACKENDS
 
 
 def test_device_is_checked_before_the_model_loads(tmp_path, tiny_checkpoint):
@@ -244,8 +247,8 @@ def test_device_is_checked_before_the_model_loads(tmp_path, tiny_checkpoint):
     assert "device must be" in node_params.SPECS["device"].problem("banana", strict=True)
     assert node_params.SPECS["device"].problem("", strict=True) is None
     m = Matcher(tiny_checkpoint, backend="auto", device="cpu")  # auto keeps to the device asked for
-    assert m.backend in ("onnxruntime", "torch")
-    assert m.backend == "onnxruntime" or m._backend.device.type == "cpu"
+    assert m.backend != "tensorrt"
+    assert m.backend != "torch" or m._backend.device.type == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT needs a CUDA GPU; none here")
@@ -297,3 +300,74 @@ def test_centred_fine_correlation_sharpens_smooth_windows():
     assert spreads[True] > 20 * spreads[False]
     with pytest.raises(ValueError, match="fine_correlation"):
         make_config("tiny", fine_correlation="dot")
+
+
+def test_encode_then_decode_is_the_forward_pass():
+    """The two halves a split backend exports compose to the whole network."""
+    from distillmatch_ros.model import ENCODED, DecodeWrapper, EncodeWrapper, ExportWrapper
+    torch.manual_seed(0)
+    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False).eval()
+    vis, th = torch.rand(1, 1, 128, 160), torch.rand(1, 1, 128, 160)
+    with torch.inference_mode():
+        whole = ExportWrapper(model)(vis, th)
+        enc = EncodeWrapper(model)(vis, th)
+        halves = DecodeWrapper(model, (160, 128))(*enc)
+    assert len(enc) == len(ENCODED) and enc[0].shape == (1, 20 * 16, model.config["dims"][2])
+    for a, b in zip(whole, halves, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_guided_shift_is_measured_in_working_pixels():
+    from distillmatch_ros.matcher import guided_shift_px
+    prior = np.array([[2.0, 0.0, 10.0], [0.0, 2.0, 5.0], [0, 0, 1.0]])  # visible at twice the thermal scale
+    assert guided_shift_px(prior, prior, (512, 640), (416, 320)) == pytest.approx(0.0, abs=1e-9)
+    moved = prior @ np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -1.0], [0, 0, 1.0]])  # 3 thermal px right, 1 up
+    assert guided_shift_px(prior, moved, (512, 640), (416, 320)) == pytest.approx(3.0 * 416 / 640)
+    assert guided_shift_px(prior, np.full((3, 3), np.nan), (512, 640), (416, 320)) == float("inf")
+
+
+def test_guided_passes_run_until_the_fit_converges(tiny_checkpoint, monkeypatch):
+    """Each guided pass is guided by the last verified fit; the loop stops at the first fit that
+    moves its prior by less than guided_converged_px, at guided_passes, or at a rejected fit."""
+    from distillmatch_ros.result import MatchResult
+    m = Matcher(tiny_checkpoint, backend="onnxruntime")
+    shifts = []  # x offset (thermal px) each guided call adds to its prior
+
+    def fit(H, verified=True):
+        r = MatchResult(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
+        r.homography = H if verified else None
+        return r
+
+    def fake_once(vis, th, backend, size, opt=None, t0=None):
+        return fit(np.eye(3))  # the rough (or unguided) pass: verified identity
+    priors = []
+
+    def fake_guided(vis, th, prior):
+        priors.append(prior.copy())
+        dx = shifts.pop(0)
+        if dx is None:
+            return fit(None, verified=False)
+        return fit(prior @ np.array([[1.0, 0, dx], [0, 1.0, 0], [0, 0, 1.0]]))
+    monkeypatch.setattr(m, "_match_once", fake_once)
+    monkeypatch.setattr(m, "_guided", fake_guided)
+    img = np.zeros((256, 320), np.uint8)
+    scale = m.input_size[0] / 320  # working px per thermal px
+
+    shifts[:] = [20.0, 1.0, 9.0]  # converges at the second pass (1 thermal px < 4 working px)
+    r = m.match(img, img)
+    assert r.evidence["passes"] == 3 and r.homography[0, 2] == pytest.approx(21.0)
+    assert [p[0, 2] for p in priors] == [0.0, 20.0]  # the second pass is guided by the first fit
+    assert shifts == [9.0]
+
+    priors.clear()
+    shifts[:] = [20.0, 10.0, 8.0, 7.0]
+    m.set_options(guided_passes=2)  # stops at the cap
+    assert m.match(img, img).homography[0, 2] == pytest.approx(30.0) and shifts == [8.0, 7.0]
+
+    shifts[:] = [20.0, None]  # the second fit is rejected: the first verified one stands
+    assert m.match(img, img).homography[0, 2] == pytest.approx(20.0)
+
+    shifts[:] = [4.0 / scale * 1.5, 1.0]
+    m.set_options(guided_converged_px=8.0)  # a larger tolerance stops after one pass
+    r = m.match(img, img)
+    assert r.evidence["passes"] == 2 and shifts == [1.0]
