@@ -10,8 +10,9 @@ The candidates run as the whole matcher (its default passes) on check pairs with
 homography: the demo's sample pairs (bundled photos, V2I-GAN pseudo-infrared, rendered through the
 demo's rig). ``onnxruntime`` (FP32) is the reference; a candidate qualifies when its share of
 matches within 3 px of the truth is within :data:`TOLERANCE` of the reference's (:func:`decide`
-says why not AUC@10), and the fastest qualifying one (median time per pair) is chosen. The decision (times, AUCs, why) is written to the cache, keyed by
-weights, working size, CPU, runtime versions and thread count, and ``auto`` follows it.
+says why not AUC@10), and the fastest qualifying one (median time per pair) is chosen. The
+decision (times, precisions, AUCs, why) is written to the cache, keyed by weights, working size,
+CPU, runtime versions and thread count, and ``auto`` follows it.
 
 * At the first ``auto`` start without a record, the candidates that need no build are measured
   (``onnxruntime``, ``openvino``, ``openvino_bf16`` where the CPU has BF16 units): about half a
@@ -31,8 +32,15 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from .backends import (GRAPH_VERSION, OnnxRuntimeBackend, cache_dir, machine_tag, make_backend, model_hash,
-                       openvino_bf16_native)
+from .backends import (
+    GRAPH_VERSION,
+    OnnxRuntimeBackend,
+    cache_dir,
+    machine_tag,
+    make_backend,
+    model_hash,
+    openvino_bf16_native,
+)
 from .errors import BackendUnavailable
 
 #: How much lower a candidate's share of matches within 3 px may be than the reference's.
