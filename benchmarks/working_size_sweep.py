@@ -29,8 +29,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="320x256,416x320,480x384")
     ap.add_argument("--thresholds", default="0.2,0.1")
     ap.add_argument("--limit", type=int, default=10)
-    ap.add_argument("--passes", default="2", help="1: one full-size pass; 2: the rough and the guided pass "
-                    "(the matcher's guided_pass); e.g. 1,2 for both")
+    ap.add_argument("--passes", default="3", help="1: one full-size pass; 2: the rough and one guided pass; "
+                    "3: the rough pass and guided passes until converged, at most 2 (the matcher's default); "
+                    "e.g. 1,2,3 for all")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -42,7 +43,8 @@ def main() -> int:
             sized = with_input_size(model, [int(v) for v in s.split("x")])
             for thr in (float(t) for t in a.thresholds.split(",")):
                 for passes in (int(p) for p in a.passes.split(",")):
-                    m = Matcher.from_model(sized, backend="torch", match_threshold=thr, guided_pass=passes == 2)
+                    m = Matcher.from_model(sized, backend="torch", match_threshold=thr, guided_pass=passes > 1,
+                                           guided_passes=max(1, passes - 1))
                     row = {"checkpoint": ck, "size": s, "threshold": thr, "passes": passes}
                     for name in a.sets.split(","):
                         folder = Path(name) if Path(name).is_dir() else Path(a.data) / name

@@ -28,7 +28,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("guided_pass", True, "Match in passes: a rough pass at 0.6x the working size finds the "
            "homography, then full-size passes see the visible image resampled into the thermal frame by the last "
            "fit (match_guided); off: one full-size pass"),
-    Option("guided_passes", 3, "guided_pass: at most this many full-size guided passes, each guided by the "
+    Option("guided_passes", 2, "guided_pass: at most this many full-size guided passes, each guided by the "
            "last verified fit, until one moves its prior less than guided_converged_px", range=(1, 5)),
     Option("guided_converged_px", 4.0, "guided_pass: a guided fit that moves its prior's image corners by less "
            "than this (working-size px; 4 = half a 1/8 cell) has converged, no further pass", range=(0.0, 64.0)),

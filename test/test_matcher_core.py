@@ -353,6 +353,7 @@ def test_guided_passes_run_until_the_fit_converges(tiny_checkpoint, monkeypatch)
     img = np.zeros((256, 320), np.uint8)
     scale = m.input_size[0] / 320  # working px per thermal px
 
+    m.set_options(guided_passes=3)
     shifts[:] = [20.0, 1.0, 9.0]  # converges at the second pass (1 thermal px < 4 working px)
     r = m.match(img, img)
     assert r.evidence["passes"] == 3 and r.homography[0, 2] == pytest.approx(21.0)
