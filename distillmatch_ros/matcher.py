@@ -143,6 +143,16 @@ class Matcher:
         an unguided full pass follows, and when that one is verified, passes guided by it; the
         last verified guided result is returned.
         """
+        return self._match(visible, thermal, int(self.options["guided_passes"]))
+
+    def match_for_stream(self, visible: np.ndarray, thermal: np.ndarray) -> MatchResult:
+        """:meth:`match` with at most one guided pass: for a pair of a stream that has no
+        verified prior yet (its first, or after a lost lock). The stream's next pairs are matched
+        with the fit it holds as prior, one pass each, so the iteration happens across frames
+        instead of inside this frame's latency (PairPipeline, ``guide_with_held``)."""
+        return self._match(visible, thermal, 1)
+
+    def _match(self, visible: np.ndarray, thermal: np.ndarray, guided_passes: int) -> MatchResult:
         t0 = time.perf_counter()
         vis, th = self._grays(visible, thermal)
         if not self.options["guided_pass"]:
@@ -156,19 +166,20 @@ class Matcher:
         # on pairs of *different* street scenes with similar layouts, a second chance to line
         # them up (BENCHMARKS.md, "Verification with two passes").
         if rough.homography is not None:
-            result = self._guide_until_converged(vis, th, rough.homography, passes)
+            result = self._guide_until_converged(vis, th, rough.homography, passes, guided_passes)
         if result is None or result.homography is None:
             full = self._match_once(vis, th, self._backend, self.input_size)
             passes.append("full")
             result = full
             if full.homography is not None:
-                again = self._guide_until_converged(vis, th, full.homography, passes)
+                again = self._guide_until_converged(vis, th, full.homography, passes, guided_passes)
                 result = again if again.homography is not None else full
         result.timings_ms = dict(result.timings_ms, total=(time.perf_counter() - t0) * 1e3)
         result.evidence = dict(result.evidence, passes=float(len(passes)))
         return result
 
-    def _guide_until_converged(self, vis: np.ndarray, th: np.ndarray, prior: np.ndarray, passes: list) -> MatchResult:
+    def _guide_until_converged(self, vis: np.ndarray, th: np.ndarray, prior: np.ndarray, passes: list,
+                               guided_passes: int) -> MatchResult:
         """Guided passes, each by the last verified fit, until a fit moves its prior by less than
         ``guided_converged_px`` or ``guided_passes`` have run; the last verified result, or the
         first pass's when none was verified. Why iterate: the network is most precise on a
@@ -177,7 +188,7 @@ class Matcher:
         (BENCHMARKS.md, issue 18). Once a fit moves its prior by under half a 1/8 cell, the next
         pass would see the same cells and gained nothing measurable."""
         best = None
-        for _ in range(int(self.options["guided_passes"])):
+        for _ in range(guided_passes):
             r = self._guided(vis, th, prior)
             passes.append("guided")
             if r.homography is None:

@@ -77,8 +77,9 @@ class PipelineConfig:
     background_matching: bool = setting(False, "Rig mode: re-match in a helper thread so every pair is fused "
                                         "at camera rate with the held homography")
     guide_with_held: bool = setting(True, "Match with the held homography as prior (Matcher.match_guided: one "
-                                    "full-size pass on the pair aligned by it, instead of a rough and a full "
-                                    "pass); after a guided match that is not verified the next one is unguided")
+                                    "full-size pass on the pair aligned by it, instead of the rough pass and the "
+                                    "guided ones); after a guided match that is not verified the next one is "
+                                    "unguided, with one guided pass (the next pairs iterate on its fit)")
     fuse: bool = setting(True, "Produce the fused image (the node publishes it on fused/image)",
                          ros_name="publish_fused")
     fusion_mode: str = setting("alpha", "Fusion: alpha (colour-mapped blend) or structure (visible detail "
@@ -465,7 +466,10 @@ class PairPipeline:
         guide = getattr(self.matcher, "match_guided", None)
         if prior is None or guide is None or not self.config.guide_with_held or not self._guide_next:
             self._guide_next = True
-            return self.matcher.match(visible, thermal)
+            # With guidance by the held fit, the next pairs iterate on this one's fit at one pass
+            # each: this pair needs no further guided passes (Matcher.match_for_stream).
+            unguided = getattr(self.matcher, "match_for_stream", None) if self.config.guide_with_held else None
+            return (unguided or self.matcher.match)(visible, thermal)
         result = guide(visible, thermal, prior)
         self._guide_next = result.homography is not None
         self.counters["guided_matches"] += 1

@@ -117,3 +117,28 @@ def test_latency_stats():
         s.add(v)
     summ = s.summary()
     assert summ["n"] == 100 and 149 <= summ["p50"] <= 151 and 194 <= summ["p95"] <= 196
+
+
+@pytest.mark.parametrize("rig_mode", [True, False])
+@pytest.mark.parametrize("guide_with_held", [True, False])
+def test_unguided_pairs_of_a_guided_stream_take_one_guided_pass(rig_mode, guide_with_held):
+    """With guide_with_held, a pair without a usable prior is matched by the matcher's
+    match_for_stream (the next pairs iterate on the held fit); without it, every pair by match."""
+    calls = []
+
+    class Recording(FakeMatcher):
+        def match(self, visible, thermal):
+            calls.append("match")
+            return super().match(visible, thermal)
+
+        def match_for_stream(self, visible, thermal):
+            calls.append("stream")
+            return super().match(visible, thermal)
+
+        def match_guided(self, visible, thermal, prior):
+            calls.append("guided")
+            return super().match(visible, thermal)
+    pipe = PairPipeline(Recording(), PipelineConfig(rig_mode=rig_mode, match_rate_hz=0.0, fuse=False,
+                                                    guide_with_held=guide_with_held))
+    run(pipe, 3)
+    assert calls == (["stream", "guided", "guided"] if guide_with_held else ["match"] * 3)
