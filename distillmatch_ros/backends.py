@@ -3,9 +3,7 @@
 * ``torch``: eager PyTorch on CPU or CUDA.
 * ``onnxruntime``: the static-shape export run by ONNX Runtime (CUDA provider when present).
 * ``onnxruntime_int8``: the same with the trunk quantised to INT8 (QDQ, quantize.py), on CPUs.
-* ``openvino`` / ``openvino_bf16``: the same export compiled by OpenVINO's CPU plugin in FP32, or
-  with BF16 inference precision, which runs the matmuls and convolutions on the CPU's BF16 units
-  (AMX or AVX512-BF16) and is offered only where OpenVINO reports them.
+* ``openvino``: the same network compiled by OpenVINO's CPU plugin, FP32.
 * ``tensorrt``: the static-shape export compiled by torch-tensorrt in FP16; the engine is cached
   on disk keyed by model hash, TensorRT version and GPU, since a build takes minutes.
 
@@ -24,14 +22,14 @@ import numpy as np
 import torch
 
 from .errors import BackendUnavailable
-from .model import ENCODED, DecodeWrapper, DistillMatch, EncodeWrapper, ExportWrapper
+from .model import DistillMatch, ExportWrapper
 from .options import Option
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "openvino", "openvino_bf16", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "openvino", "tensorrt")
 ONNX_OPSET = 17
 #: Changes whenever the exported graph changes for the same weights (cached exports are keyed by it).
-GRAPH_VERSION = 4
+GRAPH_VERSION = 5
 
 
 def _device_reason(device: str) -> Optional[str]:
@@ -62,7 +60,7 @@ DEVICE = Option("device", "", "Torch device (e.g. cuda:0); empty = the backend's
 
 def check_device(device: Optional[str], backend: str = "auto") -> None:
     """Raise BackendUnavailable when ``device`` is not usable, or not by ``backend``."""
-    if backend.startswith("openvino") and device and device.split(":")[0] == "cuda":
+    if backend == "openvino" and device and device.split(":")[0] == "cuda":
         raise BackendUnavailable(f"backend {backend!r} runs on the CPU only, not on device {device!r}")
     problem = DEVICE.problem(device or "")
     if problem:
@@ -86,33 +84,26 @@ def model_hash(model: DistillMatch) -> str:
     return h.hexdigest()[:16]
 
 
-def export_onnx(model: DistillMatch, path: Path, size_wh: Tuple[int, int], part: str = "all") -> Path:
-    """Export the single-pair static graph (batch 1, fixed W x H, K matches) to ONNX; ``part``:
-    ``all`` (the whole network), or its ``encode`` or ``decode`` half (model/distillmatch.py)."""
+def export_onnx(model: DistillMatch, path: Path, size_wh: Tuple[int, int], for_openvino: bool = False) -> Path:
+    """Export the single-pair static graph (batch 1, fixed W x H, K matches) to ONNX.
+    ``for_openvino``: the coarse argmax written as OpenVINO runs it fastest (CoarseMatching._row_max)."""
     w, h = size_wh
+    wrapper = ExportWrapper(model).eval()
     dummy = (torch.rand(1, 1, h, w), torch.rand(1, 1, h, w))
-    if part == "all":
-        wrapper, names, outputs = ExportWrapper(model).eval(), ["visible", "thermal"], OUTPUT_NAMES
-    elif part == "encode":
-        wrapper, names, outputs = EncodeWrapper(model).eval(), ["visible", "thermal"], list(ENCODED)
-    elif part == "decode":
-        with torch.inference_mode():
-            dummy = EncodeWrapper(model).eval()(*dummy)
-        wrapper, names, outputs = DecodeWrapper(model, size_wh).eval(), list(ENCODED), OUTPUT_NAMES
-    else:
-        raise ValueError(f"part must be all, encode or decode, got {part!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.inference_mode(), warnings.catch_warnings():
-        # The tracer warns about Python ints taken from shapes: intended, shapes are static here.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, dummy, str(tmp), input_names=names, output_names=outputs,
-                          opset_version=ONNX_OPSET, dynamo=False)
+    model.coarse.argmax_by_compare = for_openvino
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            # The tracer warns about Python ints taken from shapes: intended, shapes are static here.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, dummy, str(tmp), input_names=["visible", "thermal"],
+                              output_names=["visible_points", "thermal_points", "scores", "valid"],
+                              opset_version=ONNX_OPSET, dynamo=False)
+    finally:
+        model.coarse.argmax_by_compare = False
     os.replace(tmp, path)
     return path
-
-
-OUTPUT_NAMES = ["visible_points", "thermal_points", "scores", "valid"]
 
 
 class TorchBackend:
@@ -129,19 +120,19 @@ class TorchBackend:
         return tuple(o.cpu().numpy() for o in out)  # type: ignore[return-value]
 
 
-def onnx_path(model: DistillMatch, size_wh: Tuple[int, int], part: str = "all") -> Path:
-    """Cache path of the FP32 export of ``model`` (or of its ``part``) at ``size_wh``, keyed by
-    weights and graph version."""
+def onnx_path(model: DistillMatch, size_wh: Tuple[int, int], for_openvino: bool = False) -> Path:
+    """Cache path of the FP32 export of ``model`` at ``size_wh`` (``for_openvino``: that flavour),
+    keyed by weights and graph version."""
     w, h = size_wh
-    tag = "" if part == "all" else f"-{part}"
+    tag = "-ov" if for_openvino else ""
     return cache_dir() / f"distillmatch-{model_hash(model)}-{w}x{h}-op{ONNX_OPSET}-g{GRAPH_VERSION}{tag}.onnx"
 
 
-def exported(model: DistillMatch, size_wh: Tuple[int, int], part: str = "all") -> Path:
-    """The cached export of ``part``, made now when it is missing."""
-    path = onnx_path(model, size_wh, part)
+def exported(model: DistillMatch, size_wh: Tuple[int, int], for_openvino: bool = False) -> Path:
+    """The cached export, made now when it is missing."""
+    path = onnx_path(model, size_wh, for_openvino)
     if not path.exists():
-        export_onnx(model, path, size_wh, part)
+        export_onnx(model, path, size_wh, for_openvino)
     return path
 
 
@@ -231,61 +222,36 @@ class OnnxRuntimeBackend:
         return out[0], out[1], out[2], out[3]
 
 
-def openvino_bf16_native() -> bool:
-    """True when OpenVINO is installed and its CPU plugin has native BF16 units to run on."""
-    try:
-        import openvino as ov
-        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # not installed, or no CPU plugin: no BF16 path here
-        return False
-
-
 class OpenVinoBackend:
-    """OpenVINO's CPU plugin on the static ONNX export, FP32; ``bf16``: the encode half in BF16.
+    """OpenVINO's CPU plugin on the static ONNX export (its own flavour: export_onnx), FP32.
 
-    Why only the encode half (texture CNN, semantic student, CEFG, STFA) in BF16: the whole graph
-    in BF16 ran in half the time but lost 0.14 AUC@10 on M3SVD. The coarse transformer in BF16
-    lost 0.05 by itself, also with FP32 element-wise maths (torch autocast): the dual softmax
-    at temperature 0.1 reads differences between neighbouring cells' tokens that an 8-bit
-    mantissa rounds away. So the encoder runs in BF16 and the decode half (coarse transformer,
-    matching, fine stage) in FP32, as two compiled models (BENCHMARKS.md, OpenVINO). Compiling
-    takes under a second, so only the exports are cached. Threads follow torch's count, as
-    ONNX Runtime's do; the latency hint runs one request on all of them.
+    Compiling takes under a second, so only the export is cached. Threads follow torch's count,
+    as ONNX Runtime's do; the latency hint runs one request on all of them. Why no BF16, though
+    OpenVINO offers it on CPUs with AMX: the whole graph in BF16 ran in half the time but lost
+    0.14 AUC@10 on M3SVD, the coarse transformer alone in BF16 lost 0.05 (also with FP32
+    element-wise maths, torch autocast), and the encoder alone in BF16, as a second compiled
+    graph, was no faster than this one graph in FP32 (BENCHMARKS.md, OpenVINO).
     """
 
-    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int], bf16: bool = False):
+    name = "openvino"
+
+    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
         check_device(device, "openvino")
         try:
             import openvino as ov
         except ImportError as exc:
             raise BackendUnavailable("backend 'openvino' needs the openvino package (pip install openvino)") from exc
         core = ov.Core()
-        if bf16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise BackendUnavailable("backend 'openvino_bf16' needs a CPU with BF16 units (AMX or AVX512-BF16); "
-                                     "OpenVINO reports none here")
-        self.name = "openvino_bf16" if bf16 else "openvino"
-
-        def compile_part(part: str, precision: str):
-            config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-            compiled = core.compile_model(core.read_model(str(exported(model, size_wh, part))), "CPU", config)
-            return compiled, compiled.create_infer_request()
-
-        if bf16:
-            self.stages = [compile_part("encode", "bf16"), compile_part("decode", "f32")]
-        else:
-            self.stages = [compile_part("all", "f32")]
-        self.onnx_path = onnx_path(model, size_wh, "encode" if bf16 else "all")
+        self.onnx_path = exported(model, size_wh, for_openvino=True)
+        self.session_settings = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        self.compiled = core.compile_model(core.read_model(str(self.onnx_path)), "CPU", self.session_settings)
+        self.request = self.compiled.create_infer_request()
 
     def __call__(self, vis: np.ndarray, th: np.ndarray) -> Outputs:
-        feeds = {"visible": vis, "thermal": th}
-        for compiled, request in self.stages:
-            out = request.infer(feeds)
-            # In export order (the encode half's outputs are the decode half's inputs); copied,
-            # since the request reuses its output buffers on the next call.
-            arrays = [np.array(out[o]) for o in compiled.outputs]
-            feeds = dict(zip(ENCODED, arrays, strict=False))  # the last stage's 4 outputs are not fed on
-        return tuple(arrays)  # type: ignore[return-value]
+        out = self.request.infer({"visible": vis, "thermal": th})
+        # Copied: the request reuses its output buffers on the next call.
+        return tuple(np.array(out[o]) for o in self.compiled.outputs)  # type: ignore[return-value]
 
 
 class TensorRTBackend:
@@ -340,8 +306,6 @@ def available_backends() -> list:
     try:
         import openvino  # noqa: F401
         names.append("openvino")
-        if openvino_bf16_native():
-            names.append("openvino_bf16")
     except ImportError:
         pass
     names.append("torch")
@@ -365,8 +329,8 @@ def make_backend(name: str, model: DistillMatch, device: Optional[str], size_wh:
         return TorchBackend(model, device)
     if name in ("onnxruntime", "onnxruntime_int8"):
         return OnnxRuntimeBackend(model, device, size_wh, int8=name == "onnxruntime_int8", prepare=prepare)
-    if name in ("openvino", "openvino_bf16"):
-        return OpenVinoBackend(model, device, size_wh, bf16=name == "openvino_bf16")
+    if name == "openvino":
+        return OpenVinoBackend(model, device, size_wh)
     if name == "tensorrt":
         return TensorRTBackend(model, device, size_wh)
     raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")

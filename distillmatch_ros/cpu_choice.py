@@ -1,10 +1,9 @@
 """``backend="auto"`` without a GPU: the fastest CPU path that keeps the accuracy, measured here.
 
 Why measured on the machine and not decided once by the developers: whether a path pays depends
-on the CPU (BF16 matrix units, AMX or AVX512-BF16, run the OpenVINO BF16 encoder in about half
-the time of FP32 where they exist; 8-bit dot products, VNNI, decide INT8), on the thread count
-and on the runtime versions, and whether a reduced precision keeps the accuracy depends on the
-weights, which change with every training run.
+on the CPU (OpenVINO's and ONNX Runtime's kernels differ by CPU; 8-bit dot products, VNNI,
+decide INT8), on the thread count and on the runtime versions, and whether a reduced precision
+keeps the accuracy depends on the weights, which change with every training run.
 
 The candidates run as the whole matcher (its default passes) on check pairs with a known
 homography: the demo's sample pairs (bundled photos, V2I-GAN pseudo-infrared, rendered through the
@@ -15,8 +14,8 @@ decision (times, precisions, AUCs, why) is written to the cache, keyed by weight
 CPU, runtime versions and thread count, and ``auto`` follows it.
 
 * At the first ``auto`` start without a record, the candidates that need no build are measured
-  (``onnxruntime``, ``openvino``, ``openvino_bf16`` where the CPU has BF16 units): about half a
-  minute, once, announced on stdout. ``scripts/setup_env.sh`` does it for the shipped model.
+  (``onnxruntime``, ``openvino``): about half a minute, once, announced on stdout.
+  ``scripts/setup_env.sh`` does it for the shipped model.
 * ``python -m distillmatch_ros.cpu_prepare`` also builds and measures ``onnxruntime_int8``
   (static quantisation of the trunk takes a minute or two, too long for a node's start).
 Run either again after the weights change (the record is keyed by their hash).
@@ -32,15 +31,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from .backends import (
-    GRAPH_VERSION,
-    OnnxRuntimeBackend,
-    cache_dir,
-    machine_tag,
-    make_backend,
-    model_hash,
-    openvino_bf16_native,
-)
+from .backends import GRAPH_VERSION, OnnxRuntimeBackend, cache_dir, machine_tag, make_backend, model_hash
 from .errors import BackendUnavailable
 
 #: How much lower a candidate's share of matches within 3 px may be than the reference's.
@@ -65,8 +56,6 @@ def quick_candidates() -> List[str]:
     try:
         import openvino  # noqa: F401
         names.append("openvino")
-        if openvino_bf16_native():
-            names.append("openvino_bf16")
     except ImportError:
         pass
     return names

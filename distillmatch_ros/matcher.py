@@ -51,9 +51,9 @@ class Matcher:
     ``Matcher(model_path, backend="auto", device=None, **options)`` loads any checkpoint;
     :meth:`from_pretrained` loads a shipped one. ``backend`` is ``auto`` or one of
     :data:`~distillmatch_ros.backends.BACKENDS`; ``auto`` picks TensorRT on a GPU with
-    torch-tensorrt, else PyTorch on CUDA, else on a CPU the fastest of ONNX Runtime FP32, OpenVINO
-    FP32 and OpenVINO with a BF16 encoder (and INT8, once built) that keeps the accuracy,
-    measured once per model and machine (cpu_choice.py). The choice and why is :attr:`backend_choice`.
+    torch-tensorrt, else PyTorch on CUDA, else on a CPU the fastest of ONNX Runtime and OpenVINO
+    (and ONNX Runtime INT8, once built) that keeps the accuracy, measured once per model and
+    machine (cpu_choice.py). The choice and why is :attr:`backend_choice`.
     """
 
     def __init__(self, model_path: os.PathLike | str, backend: str = "auto", device: Optional[str] = None,

@@ -302,21 +302,6 @@ def test_centred_fine_correlation_sharpens_smooth_windows():
         make_config("tiny", fine_correlation="dot")
 
 
-def test_encode_then_decode_is_the_forward_pass():
-    """The two halves a split backend exports compose to the whole network."""
-    from distillmatch_ros.model import ENCODED, DecodeWrapper, EncodeWrapper, ExportWrapper
-    torch.manual_seed(0)
-    model = build_model("tiny", input_size=[160, 128], pretrained_backbone=False).eval()
-    vis, th = torch.rand(1, 1, 128, 160), torch.rand(1, 1, 128, 160)
-    with torch.inference_mode():
-        whole = ExportWrapper(model)(vis, th)
-        enc = EncodeWrapper(model)(vis, th)
-        halves = DecodeWrapper(model, (160, 128))(*enc)
-    assert len(enc) == len(ENCODED) and enc[0].shape == (1, 20 * 16, model.config["dims"][2])
-    for a, b in zip(whole, halves, strict=True):
-        assert torch.equal(a, b)
-
-
 def test_guided_shift_is_measured_in_working_pixels():
     from distillmatch_ros.matcher import guided_shift_px
     prior = np.array([[2.0, 0.0, 10.0], [0.0, 2.0, 5.0], [0, 0, 1.0]])  # visible at twice the thermal scale

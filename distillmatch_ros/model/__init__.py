@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, Union
 
 from .config import PRESETS, complete_config, make_config
-from .distillmatch import ENCODED, DecodeWrapper, DistillMatch, EncodeWrapper, ExportWrapper
+from .distillmatch import DistillMatch, ExportWrapper
 
 
 def build_model(preset_or_config: Union[str, Dict[str, Any]] = "tiny", **overrides: Any) -> DistillMatch:
@@ -26,5 +26,4 @@ def with_input_size(model: DistillMatch, size) -> DistillMatch:
     return m.eval()
 
 
-__all__ = ["with_input_size", "DistillMatch", "ExportWrapper", "EncodeWrapper", "DecodeWrapper", "ENCODED",
-           "PRESETS", "build_model", "make_config"]
+__all__ = ["with_input_size", "DistillMatch", "ExportWrapper", "PRESETS", "build_model", "make_config"]

@@ -26,6 +26,7 @@ class CoarseMatching(nn.Module):
         # Even layers attend within an image, odd layers across the two (LoFTR's order).
         self.layers = nn.ModuleList([AttentionLayer(dim, heads) for _ in range(layers)])
         self.temperature = temperature
+        self.argmax_by_compare = False  # see _row_max; set only while exporting for OpenVINO
 
     def transform(self, fv: torch.Tensor, ft: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         # Both images go through each layer as one batch (the same weights, per-item maths): half
@@ -61,12 +62,25 @@ class CoarseMatching(nn.Module):
         sim_t = (ft @ fv.transpose(1, 2)) * scale          # [B,M,N], the same numbers transposed
         lse_r = logsumexp_last(sim)                        # [B,N,1]
         lse_c = logsumexp_last(sim_t)                      # [B,M,1]
-        best, row_idx = (2.0 * sim - lse_c.transpose(1, 2)).max(dim=2)
+        best, row_idx = self._row_max(2.0 * sim - lse_c.transpose(1, 2))
         row_val = torch.exp(best - lse_r.squeeze(2))
         col_val = torch.exp((2.0 * sim_t - lse_r.transpose(1, 2)).amax(dim=2) - lse_c.squeeze(2))
         # Row and column values come from two matmuls whose sums round differently: a pair is
         # mutual when its column holds nothing better beyond that rounding (1e-4 relative).
         return self._top_mutual(row_val, row_idx, col_val * (1.0 - 1e-4), threshold, k)
+
+    def _row_max(self, x: torch.Tensor):
+        """Max and first argmax over the last axis. ``argmax_by_compare``: the index as the
+        smallest position holding the max (a compare and a min-reduction), the same numbers;
+        an export for OpenVINO sets it, whose CPU plugin runs ArgMax as a TopK that took 20 ms on
+        a 2080x2080 matrix against 6 ms this way (ONNX Runtime: 4 ms for ArgMax, 13 this way)."""
+        if not self.argmax_by_compare:
+            return x.max(dim=2)
+        best = x.amax(dim=2, keepdim=True)
+        n = x.shape[2]
+        pos = torch.arange(n, device=x.device, dtype=x.dtype)
+        idx = torch.where(x >= best, pos, torch.full_like(pos, float(n))).amin(dim=2)
+        return best.squeeze(2), idx.to(torch.int64)
 
     @classmethod
     def select(cls, conf: torch.Tensor, threshold: float, k: int):

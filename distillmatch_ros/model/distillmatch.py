@@ -91,8 +91,7 @@ class DistillMatch(nn.Module):
     def encode(self, visible: torch.Tensor, thermal: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The per-image part up to the coarse transformer: position-encoded 1/8 tokens [B,N,C] of
         each image and both images' fine maps ([2B,...]: the window stage's 1/2 and 1/4 features,
-        or the cross stage's backbone taps). A backend may run it in lower precision than
-        :meth:`decode`, which matches (backends.py)."""
+        or the cross stage's backbone taps)."""
         x = torch.cat([visible, thermal], dim=0) * 2.0 - 1.0
         cross = self.cross_fine is not None
         taps = self.texture(x, with_taps=cross)
@@ -178,10 +177,6 @@ class DistillMatch(nn.Module):
         return f4v, f4t, f2v, f2t
 
 
-def _outputs(out: Dict[str, torch.Tensor]):
-    return (out["visible_points"][0], out["thermal_points"][0], out["scores"][0], out["valid"][0].to(torch.uint8))
-
-
 class ExportWrapper(nn.Module):
     """Single-pair, fixed-size graph for ONNX/TensorRT: (vis, th) [1,1,H,W] -> 4 static tensors."""
 
@@ -190,31 +185,7 @@ class ExportWrapper(nn.Module):
         self.model = model
 
     def forward(self, visible: torch.Tensor, thermal: torch.Tensor):
-        return _outputs(self.model(visible, thermal))
+        out = self.model(visible, thermal)
+        return (out["visible_points"][0], out["thermal_points"][0], out["scores"][0],
+                out["valid"][0].to(torch.uint8))
 
-
-#: The names of the tensors that pass from the encode graph to the decode graph.
-ENCODED = ("visible_tokens", "thermal_tokens", "fine2", "fine4")
-
-
-class EncodeWrapper(nn.Module):
-    """The :meth:`DistillMatch.encode` half as a static graph: (vis, th) -> the :data:`ENCODED` tensors."""
-
-    def __init__(self, model: DistillMatch):
-        super().__init__()
-        self.model = model
-
-    def forward(self, visible: torch.Tensor, thermal: torch.Tensor):
-        enc = self.model.encode(visible, thermal)
-        return tuple(enc[k] for k in ENCODED)
-
-
-class DecodeWrapper(nn.Module):
-    """The :meth:`DistillMatch.decode` half: the :data:`ENCODED` tensors -> ExportWrapper's 4 outputs."""
-
-    def __init__(self, model: DistillMatch, size_wh: Tuple[int, int]):
-        super().__init__()
-        self.model, self.size_wh = model, (int(size_wh[0]), int(size_wh[1]))
-
-    def forward(self, visible_tokens, thermal_tokens, fine2, fine4):
-        return _outputs(self.model.decode(visible_tokens, thermal_tokens, fine2, fine4, self.size_wh))
