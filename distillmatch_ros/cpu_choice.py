@@ -72,9 +72,9 @@ def check_pairs() -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 def measure(matcher, backends: Dict[str, Any], pairs) -> Dict[str, Dict[str, float]]:
     """Per backend: the median over pairs of the share of matches within 3 px of the truth
-    (``prec3``), AUC@10 of the
-    protocol's homography error and the median ms per pair of ``matcher`` on it. The backends
-    take turns pair by pair, so a drifting machine load hits them alike."""
+    (``prec3``), AUC@10 of the protocol's homography error and the median ms per pair of
+    ``matcher`` on it. The backends take turns pair by pair, so a drifting machine load hits
+    them alike."""
     from . import evaluation
     rough = {}
     rows: Dict[str, List[Tuple[float, float, float]]] = {n: [] for n in backends}
@@ -145,12 +145,20 @@ def prepare(matcher, device=None, pairs=None, int8: bool = True) -> Dict[str, An
     """Measure the candidates (with ``int8``, build and measure the INT8 model too) on the check
     pairs, record the choice and leave the matcher on it."""
     names = quick_candidates() + (["onnxruntime_int8"] if int8 else [])
-    backends = {n: make_backend(n, matcher.model, device, matcher.input_size, prepare=matcher.prepare) for n in names}
+    backends, unavailable = {}, {}
+    for n in names:
+        try:
+            backends[n] = make_backend(n, matcher.model, device, matcher.input_size, prepare=matcher.prepare)
+        except BackendUnavailable as exc:
+            if n == REFERENCE:
+                raise
+            unavailable[n] = str(exc)  # recorded and left out, not a failed start
     pairs = check_pairs() if pairs is None else pairs
     measured = measure(matcher, backends, pairs)
     name, reason = decide(measured)
-    record = {"choice": name, "reason": reason, "measured": measured, "check_pairs": len(pairs),
-              "date": time.strftime("%Y-%m-%d %H:%M")}
+    reason += "".join(f"; {n} unavailable: {why}" for n, why in unavailable.items())
+    record = {"choice": name, "reason": reason, "measured": measured, "unavailable": unavailable,
+              "check_pairs": len(pairs), "date": time.strftime("%Y-%m-%d %H:%M")}
     record_path(matcher).write_text(json.dumps(record, indent=1))
     matcher._backend, matcher._rough_backend = backends[name], None
     return record

@@ -183,3 +183,22 @@ def test_argmax_by_compare_is_the_first_argmax():
     val, idx = c._row_max(x)
     assert torch.equal(val, ref.values) and torch.equal(idx, ref.indices)
     assert idx[0, 3] == 5 and idx[1, 7] == 0
+
+
+def test_a_candidate_that_cannot_start_is_recorded_not_fatal(tiny_checkpoint, cache, monkeypatch):
+    from distillmatch_ros.errors import BackendUnavailable
+    from distillmatch_ros.matcher import Matcher
+    real = cpu_choice.make_backend
+
+    def flaky(name, *args, **kwargs):
+        if name != cpu_choice.REFERENCE:
+            raise BackendUnavailable(f"{name}: no plugin for this CPU")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(cpu_choice, "applies", lambda device: True)
+    monkeypatch.setattr(cpu_choice, "quick_candidates", lambda: ["onnxruntime", "openvino"])
+    monkeypatch.setattr(cpu_choice, "make_backend", flaky)
+    monkeypatch.setattr(cpu_choice, "check_pairs", lambda: [_check_pair()])
+    m = Matcher(tiny_checkpoint, backend="auto")
+    record = json.loads(cpu_choice.record_path(m).read_text())
+    assert m.backend == "onnxruntime" and record["unavailable"] == {"openvino": "openvino: no plugin for this CPU"}
+    assert "openvino unavailable" in m.backend_choice
