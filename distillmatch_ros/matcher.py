@@ -92,6 +92,8 @@ class Matcher:
         if backend == "auto":
             print(f"distillmatch backend {self.backend_choice}", flush=True)
         self.backend: str = self._backend.name
+        if self.options["guided_pass"]:
+            self._rough()  # now, not in the first pair's latency (an OpenVINO compile takes about a second)
 
     @classmethod
     def from_pretrained(cls, name: Optional[str] = None, backend: str = "auto", device: Optional[str] = None,
