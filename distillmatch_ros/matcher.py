@@ -140,7 +140,7 @@ class Matcher:
         cameras. A guided fit that still moves its prior by half a 1/8 cell or more guides one
         more pass (``guided_passes``, ``guided_converged_px``). On a camera the network never
         saw (m3svd_homography) AUC@10 rose from 0.39 (one pass) to 0.56 (one guided pass) and
-        0.64 (guided until converged), for about 1.4x and 2.2x the time of one pass
+        0.65 (guided until converged), for about 1.4x and 2.4x the time of one pass
         (BENCHMARKS.md, issue 18). When the rough pass or the first guided one is not verified,
         an unguided full pass follows, and when that one is verified, passes guided by it; the
         last verified guided result is returned.
