@@ -1,6 +1,6 @@
 """Where the time of one pair goes, stage by stage, on each inference path.
 
-    python -m benchmarks.stage_profile --backends torch,onnxruntime --json runs/stage_profile.json
+    python -m benchmarks.stage_profile --backends torch,onnxruntime,openvino --json runs/stage_profile.json
     python -m benchmarks.stage_profile --bag demo_out/recording     # the demo's replay (rig mode)
 
 Pairs: the dev sets' npz pairs (visible as ``bgr8`` messages, thermal as ``mono16``: what a real
@@ -18,8 +18,8 @@ rig sends), or with ``--bag`` the synchronized pairs of a recording, processed a
 The network time is split into ``trunk`` (texture CNN, semantic student, CEFG, STFA), ``coarse``
 (the coarse attention layers, dual softmax and selection) and ``fine`` (coarse-to-fine injection,
 the 1/4 and 1/2 windows and the sub-pixel head) in a second, instrumented pass: ONNX Runtime's
-own profiler (per-node kernel times, grouped by the exported node names) or timers around the
-torch modules. The split is scaled to the uninstrumented network median, so the parts add up.
+own profiler (per-node kernel times, grouped by the exported node names), OpenVINO's per-node
+performance counters (grouped the same way) or timers around the torch modules. The split is scaled to the uninstrumented network median, so the parts add up.
 """
 from __future__ import annotations
 
@@ -141,6 +141,24 @@ def ort_split(matcher, inputs, repeats: int) -> Dict[str, float]:
     return dict(ms)
 
 
+def openvino_split(matcher, inputs, repeats: int) -> Dict[str, float]:
+    """Per-part time (ms per run) from OpenVINO's per-node performance counters, on the backend's
+    own export compiled with its settings. OpenVINO renames the nodes it fuses or adds (reorders,
+    unnamed constants' consumers): what no ``/model/<scope>`` name claims counts as coarse."""
+    import openvino as ov
+    be = matcher._backend
+    compiled = ov.Core().compile_model(str(be.onnx_path), "CPU", dict(be.session_settings, PERF_COUNT=True))
+    request = compiled.create_infer_request()
+    feeds = [{"visible": v, "thermal": t} for v, t in inputs]
+    request.infer(feeds[0])
+    ms: Dict[str, float] = defaultdict(float)
+    for k in range(repeats):
+        request.infer(feeds[k % len(feeds)])
+        for info in request.profiling_info:
+            ms[network_part(info.node_name)] += info.real_time.total_seconds() * 1e3 / repeats
+    return dict(ms)
+
+
 def profile(backend: str, msgs, rig_mode: bool, warmup: int, split_repeats: int) -> dict:
     from distillmatch_ros.correspondences import correspondence_fields
     from distillmatch_ros.image_codec import decode_pair, numpy_to_image_fields
@@ -185,6 +203,8 @@ def profile(backend: str, msgs, rig_mode: bool, warmup: int, split_repeats: int)
         for k in range(split_repeats):
             matcher._backend(*inputs[k % len(inputs)])
         part_ms = {p: v / split_repeats for p, v in split.ms.items()}
+    elif matcher.backend == "openvino":
+        part_ms = openvino_split(matcher, inputs, split_repeats)
     else:
         part_ms = ort_split(matcher, inputs, split_repeats)
     total = sum(part_ms.values()) or 1.0
