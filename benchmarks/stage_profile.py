@@ -19,7 +19,8 @@ The network time is split into ``trunk`` (texture CNN, semantic student, CEFG, S
 (the coarse attention layers, dual softmax and selection) and ``fine`` (coarse-to-fine injection,
 the 1/4 and 1/2 windows and the sub-pixel head) in a second, instrumented pass: ONNX Runtime's
 own profiler (per-node kernel times, grouped by the exported node names), OpenVINO's per-node
-performance counters (grouped the same way) or timers around the torch modules. The split is scaled to the uninstrumented network median, so the parts add up.
+performance counters (grouped the same way) or timers around the torch modules. The split is
+scaled to the uninstrumented network median, so the parts add up.
 """
 from __future__ import annotations
 
