@@ -23,6 +23,7 @@ Run either again after the weights change (the record is keyed by their hash).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -126,19 +127,24 @@ def choose(matcher, device) -> Tuple[Any, str]:
     """The backend object for ``auto`` on this CPU and a one-line account of the choice; measures
     the quick candidates first when nothing is recorded for this model and machine."""
     path = record_path(matcher)
-    if not path.exists():
-        print(f"distillmatch backend auto: measuring {', '.join(quick_candidates())} on the check pairs, once for "
-              f"this model and machine (about half a minute) -> {path}", flush=True)
+    record, why = None, "nothing recorded"
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+            name, reason, date = record["choice"], record["reason"], record["date"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # cut short or edited by hand
+            record, why = None, f"the record is unreadable ({exc.__class__.__name__}: {exc})"
+    if record is None:
+        print(f"distillmatch backend auto: {why}; measuring {', '.join(quick_candidates())} on the check pairs, "
+              f"once for this model and machine (about half a minute) -> {path}", flush=True)
         record = prepare(matcher, device, int8=False)
         return matcher._backend, f"auto: {record['choice']} ({record['reason']}; measured now)"
-    record = json.loads(path.read_text())
-    name, reason = record["choice"], record["reason"]
     try:
         backend = make_backend(name, matcher.model, device, matcher.input_size, prepare=matcher.prepare)
     except BackendUnavailable as exc:  # e.g. openvino uninstalled since, or the INT8 model's calibration gone
         backend, name = OnnxRuntimeBackend(matcher.model, device, matcher.input_size), REFERENCE
         reason = f"the measured choice {record['choice']} is unavailable now: {exc}"
-    return backend, f"auto: {name} ({reason}; measured {record['date']})"
+    return backend, f"auto: {name} ({reason}; measured {date})"
 
 
 def prepare(matcher, device=None, pairs=None, int8: bool = True) -> Dict[str, Any]:
@@ -159,6 +165,9 @@ def prepare(matcher, device=None, pairs=None, int8: bool = True) -> Dict[str, An
     reason += "".join(f"; {n} unavailable: {why}" for n, why in unavailable.items())
     record = {"choice": name, "reason": reason, "measured": measured, "unavailable": unavailable,
               "check_pairs": len(pairs), "date": time.strftime("%Y-%m-%d %H:%M")}
-    record_path(matcher).write_text(json.dumps(record, indent=1))
+    path = record_path(matcher)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # written whole, then renamed: a reader never sees half
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
     matcher._backend, matcher._rough_backend = backends[name], None
     return record

@@ -202,3 +202,17 @@ def test_a_candidate_that_cannot_start_is_recorded_not_fatal(tiny_checkpoint, ca
     record = json.loads(cpu_choice.record_path(m).read_text())
     assert m.backend == "onnxruntime" and record["unavailable"] == {"openvino": "openvino: no plugin for this CPU"}
     assert "openvino unavailable" in m.backend_choice
+
+
+def test_an_unreadable_record_is_measured_again(tiny_checkpoint, cache, monkeypatch, capsys):
+    from distillmatch_ros.matcher import Matcher
+    monkeypatch.setattr(cpu_choice, "applies", lambda device: True)
+    monkeypatch.setattr(cpu_choice, "check_pairs", lambda: [_check_pair()])
+    m = Matcher(tiny_checkpoint, backend="auto")
+    path = cpu_choice.record_path(m)
+    path.write_text('{"choice": "openvino", "rea')  # a write cut short
+    capsys.readouterr()
+    again = Matcher(tiny_checkpoint, backend="auto")
+    assert "the record is unreadable (JSONDecodeError" in capsys.readouterr().out
+    assert "measured now" in again.backend_choice and json.loads(path.read_text())["choice"] == again.backend
+    assert not list(cache.glob("*.tmp"))
