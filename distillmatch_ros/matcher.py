@@ -186,7 +186,7 @@ class Matcher:
         ``guided_converged_px`` or ``guided_passes`` have run; the last verified result, or the
         first pass's when none was verified. Why iterate: the network is most precise on a
         nearly aligned pair, and a guided fit from a rough prior that was several cells off is
-        itself a few pixels off; a second pass by it gained m3svd_homography 0.10 AUC@10
+        itself a few pixels off; a second pass by it gained m3svd_homography 0.07-0.09 AUC@10
         (BENCHMARKS.md, issue 18). Once a fit moves its prior by under half a 1/8 cell, the next
         pass would see the same cells and gained nothing measurable."""
         best = None

@@ -188,4 +188,3 @@ class ExportWrapper(nn.Module):
         out = self.model(visible, thermal)
         return (out["visible_points"][0], out["thermal_points"][0], out["scores"][0],
                 out["valid"][0].to(torch.uint8))
-
