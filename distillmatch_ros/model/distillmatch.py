@@ -80,18 +80,7 @@ class DistillMatch(nn.Module):
         and the intermediate tensors the training losses need.
         """
         b, _, h, w = visible.shape
-        enc = self.encode(visible, thermal)
-        out = self.decode(enc["visible_tokens"], enc["thermal_tokens"], enc["fine2"], enc["fine4"], (w, h),
-                          coarse_pairs)
-        out["modality_logits"] = enc["modality_logits"]
-        if with_kd:
-            out["student_features"] = self.semantic.project(enc["semantic"])  # [2B, teacher_dim, h/8, w/8]
-        return out
-
-    def encode(self, visible: torch.Tensor, thermal: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The per-image part up to the coarse transformer: position-encoded 1/8 tokens [B,N,C] of
-        each image and both images' fine maps ([2B,...]: the window stage's 1/2 and 1/4 features,
-        or the cross stage's backbone taps)."""
+        size_wh = (w, h)
         x = torch.cat([visible, thermal], dim=0) * 2.0 - 1.0
         cross = self.cross_fine is not None
         taps = self.texture(x, with_taps=cross)
@@ -104,17 +93,8 @@ class DistillMatch(nn.Module):
         a8v, a8t = self.stfa(torch.cat([s8v, s8t]), torch.cat([t8v, t8t])).chunk(2)  # one batch, same maths
         gh, gw = a8v.shape[-2:]
         pe = sine_position_encoding(a8v.shape[1], gh, gw, device=a8v.device, dtype=a8v.dtype)
-        return {"visible_tokens": (a8v + pe).flatten(2).transpose(1, 2),
-                "thermal_tokens": (a8t + pe).flatten(2).transpose(1, 2),
-                "fine2": taps[3] if cross else f2, "fine4": taps[4] if cross else f4,
-                "modality_logits": modality_logits, "semantic": s8}
-
-    def decode(self, cv: torch.Tensor, ct: torch.Tensor, fine2: torch.Tensor, fine4: torch.Tensor,
-               size_wh: Tuple[int, int], coarse_pairs: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-               ) -> Dict[str, torch.Tensor]:
-        """Coarse transformer, coarse matching and the fine stage from :meth:`encode`'s tensors."""
-        b = cv.shape[0]
-        gh, gw = size_wh[1] // 8, size_wh[0] // 8
+        cv = (a8v + pe).flatten(2).transpose(1, 2)
+        ct = (a8t + pe).flatten(2).transpose(1, 2)
         cv, ct = self.coarse.transform(cv, ct)
         conf = None  # the confidence matrix is built only where a loss reads it (training)
         if coarse_pairs is None:
@@ -126,25 +106,34 @@ class DistillMatch(nn.Module):
             valid = torch.ones_like(scores, dtype=torch.bool)
         pv = cell_centres(idx_v, gw)
         pt0 = cell_centres(idx_t, gw)
-        if self.cross_fine is not None:
-            (b2v, b2t), (b4v, b4t) = fine2.chunk(2), fine4.chunk(2)
+        if cross:
+            (b2v, b2t), (b4v, b4t) = taps[3].chunk(2), taps[4].chunk(2)
             out = self.cross_fine(b2v, b2t, b4v, b4t, pv, pt0, size_wh)
             out["visible_points"] = inside(out["visible_points"], size_wh)
             out["thermal_points"] = inside(out["thermal_points"], size_wh)
-            out.update({"scores": scores, "valid": valid, "coarse_visible": pv, "coarse_thermal": pt0})
-        else:
-            (f2v, f2t), (f4v, f4t) = fine2.chunk(2), fine4.chunk(2)
-            f4v, f4t, f2v, f2t = self._inject_coarse(cv, ct, (gh, gw), f4v, f4t, f2v, f2t)
-            logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
-            logits2, pt2, _ = self.fine2(f2v, f2t, pv, pt1, size_wh)
-            pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
-            out = {
-                "visible_points": inside(pv_f, size_wh), "thermal_points": inside(pt_f, size_wh), "scores": scores,
-                "valid": valid, "coarse_visible": pv, "coarse_thermal": pt0, "fine4_logits": logits4,
-                "fine4_thermal": pt1, "fine2_logits": logits2, "fine2_thermal": pt2,
-            }
-        if conf is not None:
-            out["conf"] = conf
+            out.update({"scores": scores, "valid": valid, "conf": conf, "modality_logits": modality_logits,
+                        "coarse_visible": pv, "coarse_thermal": pt0})
+            if conf is None:
+                del out["conf"]
+            if with_kd:
+                out["student_features"] = self.semantic.project(s8)
+            return out
+        f2v, f2t = f2.chunk(2)
+        f4v, f4t, f2v, f2t = self._inject_coarse(cv, ct, (gh, gw), f4v, f4t, f2v, f2t)
+        logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
+        logits2, pt2, _ = self.fine2(f2v, f2t, pv, pt1, size_wh)
+        pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
+        pv_f, pt_f = inside(pv_f, size_wh), inside(pt_f, size_wh)
+        out = {
+            "visible_points": pv_f, "thermal_points": pt_f, "scores": scores, "valid": valid,
+            "conf": conf, "modality_logits": modality_logits,
+            "coarse_visible": pv, "coarse_thermal": pt0, "fine4_logits": logits4, "fine4_thermal": pt1,
+            "fine2_logits": logits2, "fine2_thermal": pt2,
+        }
+        if conf is None:
+            del out["conf"]
+        if with_kd:
+            out["student_features"] = self.semantic.project(s8)  # [2B, teacher_dim, h/8, w/8]
         return out
 
     def forward_fine(self, visible: torch.Tensor, thermal: torch.Tensor, pv: torch.Tensor,
