@@ -162,44 +162,46 @@ class Matcher:
         rough = self._match_once(vis, th, self._rough(), self.rough_size, self._rough_options(), t0=t0)
         if rough.verification.startswith("no structure"):
             return rough  # the full-size pass would refuse the same frame
-        passes = ["rough"]
-        result = None
+        passes, result = 1, None
         # Only a verified homography guides: a prior from a rejected fit gives the guided pass,
         # on pairs of *different* street scenes with similar layouts, a second chance to line
         # them up (BENCHMARKS.md, "Verification with two passes").
         if rough.homography is not None:
-            result = self._guide_until_converged(vis, th, rough.homography, passes, guided_passes)
+            result, n = self._guide_until_converged(vis, th, rough.homography, guided_passes)
+            passes += n
         if result is None or result.homography is None:
             full = self._match_once(vis, th, self._backend, self.input_size)
-            passes.append("full")
+            passes += 1
             result = full
             if full.homography is not None:
-                again = self._guide_until_converged(vis, th, full.homography, passes, guided_passes)
+                again, n = self._guide_until_converged(vis, th, full.homography, guided_passes)
+                passes += n
                 result = again if again.homography is not None else full
         result.timings_ms = dict(result.timings_ms, total=(time.perf_counter() - t0) * 1e3)
-        result.evidence = dict(result.evidence, passes=float(len(passes)))
+        result.evidence = dict(result.evidence, passes=float(passes))
         return result
 
-    def _guide_until_converged(self, vis: np.ndarray, th: np.ndarray, prior: np.ndarray, passes: list,
-                               guided_passes: int) -> MatchResult:
+    def _guide_until_converged(self, vis: np.ndarray, th: np.ndarray, prior: np.ndarray,
+                               guided_passes: int) -> Tuple[MatchResult, int]:
         """Guided passes, each by the last verified fit, until a fit moves its prior by less than
         ``guided_converged_px`` or ``guided_passes`` have run; the last verified result, or the
         first pass's when none was verified. Why iterate: the network is most precise on a
         nearly aligned pair, and a guided fit from a rough prior that was several cells off is
         itself a few pixels off; a second pass by it gained m3svd_homography 0.07-0.09 AUC@10
         (BENCHMARKS.md, issue 18). Once a fit moves its prior by under half a 1/8 cell, the next
-        pass would see the same cells and gained nothing measurable."""
+        pass would see the same cells and gained nothing measurable. Returns the result and the
+        number of passes run."""
+        source = self._guide_source(vis, th)
         best = None
-        for _ in range(guided_passes):
-            r = self._guided(vis, th, prior)
-            passes.append("guided")
+        for n in range(1, guided_passes + 1):
+            r = self._guided(source, th, prior)
             if r.homography is None:
-                return best if best is not None else r  # (a MatchResult with no matches is falsy)
+                return (best if best is not None else r), n  # (a MatchResult with no matches is falsy)
             best = r
             if guided_shift_px(prior, r.homography, th.shape, self.input_size) < self.options["guided_converged_px"]:
                 break
             prior = r.homography
-        return best
+        return best, n
 
     def _rough_options(self) -> Dict[str, Any]:
         """Verification of the rough pass: the fewest inliers scaled by its share of the 1/8
@@ -285,21 +287,27 @@ class Matcher:
         prior = np.asarray(prior, np.float64)
         if prior.shape != (3, 3) or not np.all(np.isfinite(prior)) or abs(np.linalg.det(prior)) < 1e-12:
             raise InputError("the prior homography must be a finite, invertible 3x3 matrix")
-        return self._guided(*self._grays(visible, thermal), prior)
+        vis, th = self._grays(visible, thermal)
+        return self._guided(self._guide_source(vis, th), th, prior)
 
-    def _guided(self, vis: np.ndarray, th: np.ndarray, prior: np.ndarray) -> MatchResult:
-        """:meth:`match_guided` on gray images from :meth:`_grays`."""
+    def _guide_source(self, vis: np.ndarray, th: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The visible image the guided passes warp, and the map from its pixels' frame: a finer
+        visible camera area-averaged down to about the thermal scale first (the warp itself
+        samples bilinearly and would alias), with a pixel-centre-aware scale. Made once a pair,
+        however many guided passes warp it."""
         th_h, th_w = th.shape[:2]
-        # Area-average a finer visible camera down to about the thermal scale first: the warp
-        # itself samples bilinearly and would alias. A pixel-centre-aware scale, folded into H.
         shrink = max(1.0, verification.stretch_factor((th_w, th_h), (vis.shape[1], vis.shape[0])))
-        to_small = np.eye(3)
-        if shrink > 1.25:
-            small = cv2.resize(vis, (max(1, round(vis.shape[1] / shrink)), max(1, round(vis.shape[0] / shrink))),
-                               interpolation=cv2.INTER_AREA)
-            sx, sy = small.shape[1] / vis.shape[1], small.shape[0] / vis.shape[0]
-            to_small = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
-            vis = small
+        if shrink <= 1.25:
+            return vis, np.eye(3)
+        small = cv2.resize(vis, (max(1, round(vis.shape[1] / shrink)), max(1, round(vis.shape[0] / shrink))),
+                           interpolation=cv2.INTER_AREA)
+        sx, sy = small.shape[1] / vis.shape[1], small.shape[0] / vis.shape[0]
+        return small, np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+    def _guided(self, source: Tuple[np.ndarray, np.ndarray], th: np.ndarray, prior: np.ndarray) -> MatchResult:
+        """:meth:`match_guided` on :meth:`_guide_source`'s visible image and the gray thermal one."""
+        th_h, th_w = th.shape[:2]
+        vis, to_small = source
         warped = cv2.warpPerspective(vis, to_small @ prior, (th_w, th_h),
                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0)
         # A pair aligned by a prior gives right matches a larger share of the matches, and a
