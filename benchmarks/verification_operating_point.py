@@ -106,8 +106,8 @@ def collect(matcher, pairs, rng, progress=True, wrong_per_pair=1):
 def accept(rows, opt):
     """Whether each pair was accepted: as the matcher decided it (``opt`` None: its own options,
     recorded while it ran), else re-decided from the evidence with ``opt`` (a threshold search;
-    with the matcher's two passes this is approximate, since which pass is returned depends on
-    the decisions)."""
+    with the matcher's several passes this is approximate, since which pass is returned depends
+    on the decisions)."""
     if opt is None:
         return np.array([bool(r["accepted"]) for r in rows], bool)
     return np.array([verification.decide(_finite(r["features"]), opt).accepted for r in rows], bool)

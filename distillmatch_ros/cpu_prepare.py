@@ -1,4 +1,5 @@
-"""Prepare ``backend="auto"`` on this CPU: build the INT8 model, measure it against FP32, record the choice.
+"""Prepare ``backend="auto"`` on this CPU: build the INT8 model, measure it with the other CPU
+backends (ONNX Runtime FP32, OpenVINO; cpu_choice.py) and record the choice.
 
     python -m distillmatch_ros.cpu_prepare [--model NAME_OR_PATH]
 
@@ -11,8 +12,8 @@ import argparse
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Build the INT8 model of a matcher, measure it against FP32 on "
-                                 "this machine and record which one backend=auto uses.")
+    ap = argparse.ArgumentParser(description="Build the INT8 model of a matcher, measure it with the other CPU "
+                                 "backends on this machine and record which one backend=auto uses.")
     ap.add_argument("--model", default="", help="checkpoint or shipped name; empty = the shipped default")
     a = ap.parse_args(argv)
     from . import cpu_choice
