@@ -36,8 +36,10 @@ setup(
         "torch>=2.3",
         "onnx>=1.15",
         "onnxruntime>=1.17",
-        # OpenVINO's CPU plugin: the fastest CPU path on x86 (BF16 on AMX CPUs); cpu_choice.py measures it.
+        # OpenVINO's CPU plugin and NNCF (its INT8 quantisation): the fastest CPU paths on x86;
+        # cpu_choice.py measures them.
         "openvino>=2024.4; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
+        "nncf>=2.14; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
         "pyyaml",
         "rosbags>=0.10",
         "matplotlib",

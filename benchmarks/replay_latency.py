@@ -10,6 +10,11 @@ mode, every pair re-matched, default backend and options) with this checkout, th
 baseline's, each a fresh process (``PYTHONPATH`` = its root), so a drifting machine load hits both
 alike. Reports per variant and round the latency p50/p95 and the per-pair AUC@10 from each
 replay's report.json, and the medians over rounds.
+
+Each checkout has its own cache folder (``DISTILLMATCH_CACHE``), set up before the rounds by its
+own setup step (``--setup``, ``--baseline-setup``: what its ``scripts/setup_env.sh`` runs for
+``backend=auto``): the record of the measured CPU choice is keyed by the model, not by the
+checkout, and one checkout's record may name a backend the other does not have.
 """
 from __future__ import annotations
 
@@ -27,9 +32,13 @@ from benchmarks.common import write_report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def replay(root: Path, recording: Path, gt: Path, report: Path, threads: int) -> dict:
+def checkout_env(root: Path, cache: Path, threads: int) -> dict:
+    return dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS=str(threads), DISTILLMATCH_CACHE=str(cache))
+
+
+def replay(root: Path, cache: Path, recording: Path, gt: Path, report: Path, threads: int) -> dict:
     """One ``bag-eval`` of ``recording`` by the checkout at ``root``; its report.json summary."""
-    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS=str(threads))
+    env = checkout_env(root, cache, threads)
     cmd = [sys.executable, "-m", "distillmatch_ros.cli", "bag-eval", str(recording), "--gt-homography", str(gt),
            "--report", str(report), "--rig-mode", "on", "--match-rate", "0", "--no-progress"]
     subprocess.run(cmd, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -39,6 +48,10 @@ def replay(root: Path, recording: Path, gt: Path, report: Path, threads: int) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline-root", required=True, help="checkout whose default is the baseline")
+    ap.add_argument("--setup", default="python -m distillmatch_ros.cpu_prepare",
+                    help="this checkout's backend=auto set-up, run once in its own cache")
+    ap.add_argument("--baseline-setup", default="python -c 'from distillmatch_ros.matcher import Matcher; "
+                    "Matcher.from_pretrained()'", help="the baseline's, likewise")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="", help="folder for the recording and reports (default: a temporary one)")
@@ -52,10 +65,17 @@ def main(argv=None) -> int:
                    check=True, stdout=subprocess.DEVNULL)
     recording, gt = demo / "recording", demo / "gt_homography.json"
     roots = {"this checkout": ROOT, "baseline": Path(a.baseline_root).resolve()}
+    setups = {"this checkout": a.setup, "baseline": a.baseline_setup}
+    caches = {name: work / f"cache_{name.replace(' ', '_')}" for name in roots}
+    for name, root in roots.items():
+        command = setups[name].replace("python ", f"{sys.executable} ", 1)
+        print(f"{name}: {setups[name]}", flush=True)
+        subprocess.run(command, shell=True, cwd=root, env=checkout_env(root, caches[name], a.threads), check=True,
+                       stdout=subprocess.DEVNULL)
     rows = {name: [] for name in roots}
     for k in range(a.rounds):
         for name, root in roots.items():
-            s = replay(root, recording, gt, work / f"{name.replace(' ', '_')}_{k}", a.threads)
+            s = replay(root, caches[name], recording, gt, work / f"{name.replace(' ', '_')}_{k}", a.threads)
             row = {"p50": s["latency_ms"]["p50"], "p95": s["latency_ms"]["p95"], "auc10": s["auc"]["10"],
                    "pairs": s["pairs_evaluated"]}
             rows[name].append(row)

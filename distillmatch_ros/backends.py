@@ -4,6 +4,8 @@
 * ``onnxruntime``: the static-shape export run by ONNX Runtime (CUDA provider when present).
 * ``onnxruntime_int8``: the same with the trunk quantised to INT8 (QDQ, quantize.py), on CPUs.
 * ``openvino``: the same network compiled by OpenVINO's CPU plugin, FP32.
+* ``openvino_int8``: the same with the encoder and the coarse attention quantised to INT8 by NNCF
+  (quantize.py), on CPUs.
 * ``tensorrt``: the static-shape export compiled by torch-tensorrt in FP16; the engine is cached
   on disk keyed by model hash, TensorRT version and GPU, since a build takes minutes.
 
@@ -26,7 +28,7 @@ from .model import DistillMatch, ExportWrapper
 from .options import Option
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "openvino", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8", "tensorrt")
 ONNX_OPSET = 17
 #: Changes whenever the exported graph changes for the same weights (cached exports are keyed by it).
 GRAPH_VERSION = 5
@@ -60,7 +62,7 @@ DEVICE = Option("device", "", "Torch device (e.g. cuda:0); empty = the backend's
 
 def check_device(device: Optional[str], backend: str = "auto") -> None:
     """Raise BackendUnavailable when ``device`` is not usable, or not by ``backend``."""
-    if backend == "openvino" and device and device.split(":")[0] == "cuda":
+    if backend in ("openvino", "openvino_int8") and device and device.split(":")[0] == "cuda":
         raise BackendUnavailable(f"backend {backend!r} runs on the CPU only, not on device {device!r}")
     problem = DEVICE.problem(device or "")
     if problem:
@@ -223,29 +225,36 @@ class OnnxRuntimeBackend:
 
 
 class OpenVinoBackend:
-    """OpenVINO's CPU plugin on the static ONNX export (its own flavour: export_onnx), FP32.
+    """OpenVINO's CPU plugin on the static ONNX export (its own flavour: export_onnx), FP32;
+    ``int8``: the NNCF-quantised model (quantize.py), built once into the cache as OpenVINO IR.
 
-    Compiling takes under a second, so only the export is cached. Threads follow torch's count,
-    as ONNX Runtime's do; the latency hint runs one request on all of them. Why no BF16, though
-    OpenVINO offers it on CPUs with AMX: the whole graph in BF16 ran in half the time but lost
-    0.14 AUC@10 on M3SVD, the coarse transformer alone in BF16 lost 0.05 (also with FP32
+    Compiling takes under a second, so only the export (and the INT8 IR) is cached. Threads follow
+    torch's count, as ONNX Runtime's do; the latency hint runs one request on all of them. Why no
+    BF16, though OpenVINO offers it on CPUs with AMX: the whole graph in BF16 ran in half the time
+    but lost 0.14 AUC@10 on M3SVD, the coarse transformer alone in BF16 lost 0.05 (also with FP32
     element-wise maths, torch autocast), and the encoder alone in BF16, as a second compiled
     graph, was no faster than this one graph in FP32 (BENCHMARKS.md, OpenVINO).
     """
 
-    name = "openvino"
-
-    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int]):
-        check_device(device, "openvino")
+    def __init__(self, model: DistillMatch, device: Optional[str], size_wh: Tuple[int, int],
+                 int8: bool = False, prepare=None):
+        self.name = "openvino_int8" if int8 else "openvino"
+        check_device(device, self.name)
         try:
             import openvino as ov
         except ImportError as exc:
-            raise BackendUnavailable("backend 'openvino' needs the openvino package (pip install openvino)") from exc
+            raise BackendUnavailable(f"backend {self.name!r} needs the openvino package "
+                                     "(pip install openvino)") from exc
         core = ov.Core()
         self.onnx_path = exported(model, size_wh, for_openvino=True)
+        path = self.onnx_path
+        if int8:
+            from . import quantize
+            path = quantize.openvino_int8(model, self.onnx_path, size_wh, prepare)
+        self.model_path = path
         self.session_settings = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                                  "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-        self.compiled = core.compile_model(core.read_model(str(self.onnx_path)), "CPU", self.session_settings)
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", self.session_settings)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, vis: np.ndarray, th: np.ndarray) -> Outputs:
@@ -306,6 +315,8 @@ def available_backends() -> list:
     try:
         import openvino  # noqa: F401
         names.append("openvino")
+        import nncf  # noqa: F401
+        names.append("openvino_int8")
     except ImportError:
         pass
     names.append("torch")
@@ -329,8 +340,8 @@ def make_backend(name: str, model: DistillMatch, device: Optional[str], size_wh:
         return TorchBackend(model, device)
     if name in ("onnxruntime", "onnxruntime_int8"):
         return OnnxRuntimeBackend(model, device, size_wh, int8=name == "onnxruntime_int8", prepare=prepare)
-    if name == "openvino":
-        return OpenVinoBackend(model, device, size_wh)
+    if name in ("openvino", "openvino_int8"):
+        return OpenVinoBackend(model, device, size_wh, int8=name == "openvino_int8", prepare=prepare)
     if name == "tensorrt":
         return TensorRTBackend(model, device, size_wh)
     raise BackendUnavailable(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")

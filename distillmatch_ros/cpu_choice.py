@@ -15,9 +15,9 @@ CPU, runtime versions and thread count, and ``auto`` follows it.
 
 * At the first ``auto`` start without a record, the candidates that need no build are measured
   (``onnxruntime``, ``openvino``): about half a minute, once, announced on stdout.
-  ``scripts/setup_env.sh`` does it for the shipped model.
-* ``python -m distillmatch_ros.cpu_prepare`` also builds and measures ``onnxruntime_int8``
-  (static quantisation of the trunk takes a minute or two, too long for a node's start).
+* ``python -m distillmatch_ros.cpu_prepare`` also builds and measures the INT8 models,
+  ``onnxruntime_int8`` and ``openvino_int8`` (quantisation takes a minute or two, too long for a
+  node's start); ``scripts/setup_env.sh`` runs it for the shipped model.
 Run either again after the weights change (the record is keyed by their hash).
 """
 from __future__ import annotations
@@ -38,6 +38,8 @@ from .errors import BackendUnavailable
 #: How much lower a candidate's share of matches within 3 px may be than the reference's.
 TOLERANCE = 0.01
 REFERENCE = "onnxruntime"
+#: The candidates that need a build step (quantisation with calibration images): cpu_prepare only.
+BUILT_CANDIDATES = ("onnxruntime_int8", "openvino_int8")
 
 
 def applies(device) -> bool:
@@ -150,7 +152,7 @@ def choose(matcher, device) -> Tuple[Any, str]:
 def prepare(matcher, device=None, pairs=None, int8: bool = True) -> Dict[str, Any]:
     """Measure the candidates (with ``int8``, build and measure the INT8 model too) on the check
     pairs, record the choice and leave the matcher on it."""
-    names = quick_candidates() + (["onnxruntime_int8"] if int8 else [])
+    names = quick_candidates() + (list(BUILT_CANDIDATES) if int8 else [])
     backends, unavailable = {}, {}
     for n in names:
         try:

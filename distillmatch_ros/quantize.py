@@ -1,8 +1,15 @@
-"""Static INT8 quantisation (QDQ) of the network's trunk for ONNX Runtime on CPUs.
+"""Static INT8 quantisation of the network for CPUs, with each runtime's own tool.
 
-Why the trunk only: the texture CNN and the semantic student are convolutions over the whole
-image, where 8-bit arithmetic (VNNI) pays and per-channel weights keep the features; the
-attention, the dual softmax and the fine windows decide where a match lands and stay FP32.
+* ONNX Runtime (``onnxruntime_int8``): QDQ of the trunk's convolutions (onnxruntime.quantization).
+  The texture CNN and the semantic student are convolutions over the whole image, where 8-bit
+  arithmetic (VNNI) pays and per-channel weights keep the features.
+* OpenVINO (``openvino_int8``): NNCF post-training quantisation of the encoder (texture CNN,
+  semantic student, CEFG, STFA) and of the coarse attention layers. The attention layers' GEMMs
+  are where INT8 pays on OpenVINO (the encoder alone in INT8 was no faster), and with asymmetric
+  activations (NNCF's MIXED preset) the dev sets' accuracy held (BENCHMARKS.md).
+
+In both, the similarity, the dual softmax, the selection and the fine windows decide where a match
+lands and stay FP32.
 
 Calibration images, first found wins (the source is part of the cache key):
 
@@ -13,10 +20,10 @@ Calibration images, first found wins (the source is part of the cache key):
 3. otherwise the demo's sample pairs: scikit-image's bundled photos with V2I-GAN
    pseudo-infrared (:mod:`distillmatch_ros.bag.sample`), so a fresh clone can build it too.
 
-The quantised model is built at its first use (``backend="onnxruntime_int8"``, or
-``python -m distillmatch_ros.cpu_prepare``, which also measures it for ``auto``: cpu_choice.py) into
-the cache next to the FP32 export, keyed by the model hash, the graph version and the
-calibration source, so new weights get a new one.
+The quantised model is built at its first use (``backend="onnxruntime_int8"`` or
+``"openvino_int8"``, or ``python -m distillmatch_ros.cpu_prepare``, which also measures them for
+``auto``: cpu_choice.py) into the cache next to the FP32 export, keyed by the model hash, the
+graph version and the calibration source (and NNCF's version), so new weights get a new one.
 """
 from __future__ import annotations
 
@@ -30,8 +37,11 @@ import cv2
 import numpy as np
 
 ENV_DIR = "DISTILLMATCH_CALIBRATION_DIR"
-#: Exported node-name scopes quantised to INT8 (Conv nodes only).
+#: Exported node-name scopes quantised to INT8 for ONNX Runtime (Conv nodes only).
 TRUNK_SCOPES = ("/model/texture/", "/model/semantic/")
+#: Node names NNCF leaves in FP32 for OpenVINO (regular expressions): the fine stage and the
+#: graph's top level (the similarity matmuls, the dual softmax, the selection, point bookkeeping).
+OPENVINO_FP32_NODES = (r"^/model/(fine4|fine2|refine|coarse_to_fine4|fine4_to_fine2)\b.*", r"^/model/[A-Z].*")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 Pair = Tuple[np.ndarray, np.ndarray]
 
@@ -125,3 +135,37 @@ def network_feeds(prepare: Callable[[np.ndarray, np.ndarray], tuple], pairs: Seq
         tv, tt = prepare(v, t)[2:]
         feeds.append({"visible": tv, "thermal": tt})
     return feeds
+
+
+def openvino_int8(model, fp32_onnx: Path, size_wh: Tuple[int, int],
+                  prepare: Optional[Callable[[np.ndarray, np.ndarray], tuple]]) -> Path:
+    """The OpenVINO IR (``.xml`` + ``.bin``) of ``fp32_onnx`` quantised by NNCF, from the cache or
+    built now (calibration pairs as in the module doc, through ``prepare``, the matcher's
+    preprocessing at ``size_wh``). Raises BackendUnavailable without NNCF."""
+    import logging
+
+    from .errors import BackendUnavailable
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailable("backend 'openvino_int8' needs NNCF (pip install nncf)") from exc
+    if prepare is None:
+        raise BackendUnavailable("backend 'openvino_int8' needs the matcher's preprocessing to calibrate")
+    import openvino as ov
+    pairs, source = calibration_pairs()
+    out = fp32_onnx.with_suffix(f".int8-{source}-nncf{nncf.__version__}.xml")
+    if out.exists() and out.with_suffix(".bin").exists():
+        return out
+    print(f"building the OpenVINO INT8 model once ({len(pairs)} calibration pairs from {source}, NNCF) -> {out}",
+          flush=True)
+    nncf.set_log_level(logging.ERROR)  # its per-node INFO lines would flood a node's log
+    feeds = network_feeds(prepare, pairs)
+    fp32 = ov.Core().read_model(str(fp32_onnx))
+    quantized = nncf.quantize(fp32, nncf.Dataset(feeds), subset_size=len(feeds),
+                              preset=nncf.QuantizationPreset.MIXED,
+                              ignored_scope=nncf.IgnoredScope(patterns=list(OPENVINO_FP32_NODES), validate=False))
+    tmp = out.with_name(out.stem + f".{os.getpid()}.tmp.xml")
+    ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first: the .xml marks it done
+    os.replace(tmp, out)
+    return out

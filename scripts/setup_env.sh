@@ -36,8 +36,9 @@ import distillmatch_ros, rclpy, torch, onnxruntime, cv2, rosbags  # noqa: F401
 from distillmatch_msgs.msg import Correspondences  # noqa: F401
 print(f"environment ready: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}")
 PY
-# backend=auto on this CPU: measure the CPU backends for the shipped model once, now, rather than
-# at the first start of the node or the demo (cpu_choice.py; a record in the cache, reused after).
+# backend=auto on this CPU: build the INT8 models and measure every CPU backend for the shipped
+# model once, now, rather than at the first start of the node or the demo (cpu_choice.py; a record
+# in the cache, reused after; a first start without it measures only the FP32 backends).
 if [ "${DISTILLMATCH_SKIP_CPU_CHOICE:-0}" != 1 ]; then
-  python -c "from distillmatch_ros.matcher import Matcher; Matcher.from_pretrained()"
+  python -m distillmatch_ros.cpu_prepare
 fi

@@ -1,5 +1,6 @@
 """The CPU fast paths: the matmul form of linear attention, the ONNX Runtime variants (saved
-optimised graph, INT8 trunk) and what ``backend="auto"`` picks on a CPU."""
+optimised graph, INT8 trunk), OpenVINO (FP32, NNCF INT8) and what ``backend="auto"`` picks on a
+CPU."""
 from __future__ import annotations
 
 import json
@@ -107,6 +108,53 @@ def test_int8_quantises_the_trunk_convolutions_only(tiny_checkpoint, cache, tmp_
     assert r.visible_points.shape == (len(r), 2)
 
 
+def _fake_quantize_consumers(xml_path):
+    """(node name, op type) of every node an OpenVINO FakeQuantize feeds."""
+    import openvino as ov
+    model = ov.Core().read_model(str(xml_path))
+    return [(t.get_node().get_friendly_name(), t.get_node().get_type_name())
+            for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+            for t in op.output(0).get_target_inputs()]
+
+
+def test_openvino_int8_quantises_encoder_and_coarse_attention(tiny_checkpoint, cache, tmp_path, monkeypatch,
+                                                              capsys):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from benchmarks.common import textured
+    from distillmatch_ros.backends import make_backend
+    from distillmatch_ros.matcher import Matcher
+    monkeypatch.setenv("DISTILLMATCH_CALIBRATION_DIR", str(_calibration_folder(tmp_path / "calib")))
+    m = Matcher(tiny_checkpoint, backend="openvino_int8")
+    assert m.backend == "openvino_int8" and ".int8-env-calib-nncf" in m._backend.model_path.name
+    assert m._rough_backend.model_path != m._backend.model_path  # the rough pass has its own, at its size
+    consumers = _fake_quantize_consumers(m._backend.model_path)
+    quantised = {name for name, _ in consumers}
+    assert any(n.startswith("/model/texture/") for n, t in consumers if t == "Convolution")
+    assert any(n.startswith("/model/layers.") for n, t in consumers if t == "MatMul")
+    # The fine stage and the graph's top level (similarity, dual softmax, selection) stay FP32.
+    assert not [n for n in quantised if n.startswith(("/model/fine", "/model/refine", "/model/coarse_to"))
+                or (n.startswith("/model/") and n.split("/")[2][:1].isupper())]
+    built = capsys.readouterr().out
+    assert built.count("building the OpenVINO INT8 model once") == 2
+    mtime = m._backend.model_path.stat().st_mtime_ns
+    again = make_backend("openvino_int8", m.model, None, m.input_size, prepare=m.prepare)  # from the cache
+    assert "building" not in capsys.readouterr().out and again.model_path.stat().st_mtime_ns == mtime
+    r = m.match(textured(240, 320, 7), textured(240, 320, 8))
+    assert r.visible_points.shape == (len(r), 2)
+
+
+def test_openvino_int8_without_nncf_says_so(tiny_checkpoint, cache, monkeypatch):
+    pytest.importorskip("openvino")
+    import sys
+
+    from distillmatch_ros.errors import BackendUnavailable
+    from distillmatch_ros.matcher import Matcher
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if not installed
+    with pytest.raises(BackendUnavailable, match="needs NNCF"):
+        Matcher(tiny_checkpoint, backend="openvino_int8")
+
+
 def _check_pair():
     from benchmarks.common import textured
     H = np.array([[1.0, 0.02, 4.0], [-0.02, 1.0, 3.0], [0, 0, 1.0]])
@@ -137,6 +185,8 @@ def test_auto_measures_once_then_follows_the_record(tiny_checkpoint, cache, monk
 
 def test_prepare_measures_int8_too(tiny_checkpoint, cache, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime.quantization")
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
     from distillmatch_ros.matcher import Matcher
     monkeypatch.setattr(cpu_choice, "applies", lambda device: True)
     monkeypatch.setenv("DISTILLMATCH_CALIBRATION_DIR", str(_calibration_folder(tmp_path / "calib")))
@@ -144,6 +194,7 @@ def test_prepare_measures_int8_too(tiny_checkpoint, cache, tmp_path, monkeypatch
     monkeypatch.setattr(cpu_choice, "measure", lambda matcher, backends, pairs: {
         n: {"prec3": 0.5, "auc10": 0.5, "ms": 10.0 if n == "onnxruntime_int8" else 20.0} for n in backends})
     record = cpu_choice.prepare(m, pairs=[_check_pair()])
+    assert set(record["measured"]) == {"onnxruntime", "openvino", "onnxruntime_int8", "openvino_int8"}
     assert record["choice"] == "onnxruntime_int8"
     assert m._backend.name == "onnxruntime_int8"
     again = Matcher(tiny_checkpoint, backend="auto")
