@@ -42,6 +42,7 @@ setup(
         "nncf>=2.14; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
         "pyyaml",
         "rosbags>=0.10",
+        "threadpoolctl>=3.1",  # numpy's BLAS on one thread beside the network (blas_threads.py)
         "matplotlib",
         "tqdm",
         "scikit-image",  # bundled sample photos for `distillmatch demo`

@@ -144,11 +144,12 @@ def ort_split(matcher, inputs, repeats: int) -> Dict[str, float]:
 
 def openvino_split(matcher, inputs, repeats: int) -> Dict[str, float]:
     """Per-part time (ms per run) from OpenVINO's per-node performance counters, on the backend's
-    own export compiled with its settings. OpenVINO renames the nodes it fuses or adds (reorders,
-    unnamed constants' consumers): what no ``/model/<scope>`` name claims counts as coarse."""
+    own model (the export, or the INT8 IR) compiled with its settings. OpenVINO renames the nodes
+    it fuses or adds (reorders, unnamed constants' consumers): what no ``/model/<scope>`` name
+    claims counts as coarse."""
     import openvino as ov
     be = matcher._backend
-    compiled = ov.Core().compile_model(str(be.onnx_path), "CPU", dict(be.session_settings, PERF_COUNT=True))
+    compiled = ov.Core().compile_model(str(be.model_path), "CPU", dict(be.session_settings, PERF_COUNT=True))
     request = compiled.create_infer_request()
     feeds = [{"visible": v, "thermal": t} for v, t in inputs]
     request.infer(feeds[0])
@@ -204,7 +205,7 @@ def profile(backend: str, msgs, rig_mode: bool, warmup: int, split_repeats: int)
         for k in range(split_repeats):
             matcher._backend(*inputs[k % len(inputs)])
         part_ms = {p: v / split_repeats for p, v in split.ms.items()}
-    elif matcher.backend == "openvino":
+    elif matcher.backend in ("openvino", "openvino_int8"):
         part_ms = openvino_split(matcher, inputs, split_repeats)
     else:
         part_ms = ort_split(matcher, inputs, split_repeats)

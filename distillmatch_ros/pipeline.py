@@ -36,8 +36,8 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from . import blas_threads, fusion, verification
 from . import calibration as calib
-from . import fusion, verification
 from .errors import InputError
 from .evaluation import project
 from .fusion import FUSION_MODES
@@ -302,8 +302,13 @@ class PairPipeline:
         """Everything but the images: thermal checks, matching when due, alignment.
 
         Split from :meth:`render` so the node can publish correspondences before it spends
-        time on the fused image. Raises InputError for unusable images.
+        time on the fused image. Raises InputError for unusable images. numpy's BLAS runs on one
+        thread meanwhile: its idle workers would spin through the network's passes (blas_threads.py).
         """
+        with blas_threads.one_thread():
+            return self._step(visible, thermal, stamp_ns)
+
+    def _step(self, visible: np.ndarray, thermal: np.ndarray, stamp_ns: int) -> PairOutput:
         t0 = time.perf_counter()
         self.counters["pairs"] += 1
         if visible.ndim not in (2, 3) or thermal.ndim != 2 or min(visible.shape[:2] + thermal.shape) < 1:
@@ -416,8 +421,9 @@ class PairPipeline:
                 r = self._match(v, t, prior)
                 ev = None
                 if r.homography is not None:
-                    ev = calib.evidence_from_result(r, stamp_ns, self._thermal_gray(t), tsize, _gray(v),
-                                                    keep_images=keep)
+                    with blas_threads.one_thread():
+                        ev = calib.evidence_from_result(r, stamp_ns, self._thermal_gray(t), tsize, _gray(v),
+                                                        keep_images=keep)
                 self._bg_done = (r, ev, stamp_ns, vsize, tsize, t0, None)
             except Exception as exc:  # noqa: BLE001 - reported on the next pair
                 self._bg_done = (None, None, stamp_ns, vsize, tsize, t0, exc)
@@ -634,7 +640,8 @@ class CalibrationSession:
                 again = calib.guided_pass([(f.stamp_ns, f.visible, f.thermal, f.thermal) for f in frames],
                                           self.match_guided, prior, tsize)
                 frames = [ev or f for f, (_res, ev) in zip(frames, again, strict=True)]
-            self.result = calib.fit_pooled(frames, tsize, vsize, calib.FitOptions(refine=self.refine))
+            with blas_threads.one_thread():  # it runs beside the pair loop's network passes
+                self.result = calib.fit_pooled(frames, tsize, vsize, calib.FitOptions(refine=self.refine))
         except Exception as exc:  # noqa: BLE001 - reported through progress() and on_done
             self.error = f"{type(exc).__name__}: {exc}"
         if self.on_done is not None and self.error is None:
