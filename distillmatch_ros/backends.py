@@ -4,7 +4,7 @@
 * ``onnxruntime``: the static-shape export run by ONNX Runtime (CUDA provider when present).
 * ``onnxruntime_int8``: the same with the trunk quantised to INT8 (QDQ, quantize.py), on CPUs.
 * ``openvino``: the same network compiled by OpenVINO's CPU plugin, FP32.
-* ``openvino_int8``: the same with the encoder and the coarse attention quantised to INT8 by NNCF
+* ``openvino_int8``: the same with the coarse attention layers quantised to INT8 by NNCF
   (quantize.py), on CPUs.
 * ``tensorrt``: the static-shape export compiled by torch-tensorrt in FP16; the engine is cached
   on disk keyed by model hash, TensorRT version and GPU, since a build takes minutes.
@@ -188,9 +188,10 @@ class OnnxRuntimeBackend:
         self.fp32_path = path
         if int8:
             from . import quantize
-            pairs, source = quantize.calibration_pairs()
-            path = int8_path(model, size_wh, source)
+            path = int8_path(model, size_wh, quantize.calibration_source())
             if not path.exists():
+                pairs, source = quantize.calibration_pairs()
+                path = int8_path(model, size_wh, source)
                 print(f"building the INT8 model once ({len(pairs)} calibration pairs from {source}) -> {path}",
                       flush=True)
                 quantize.quantize_trunk(self.fp32_path, path, quantize.network_feeds(prepare, pairs))
@@ -250,7 +251,7 @@ class OpenVinoBackend:
         path = self.onnx_path
         if int8:
             from . import quantize
-            path = quantize.openvino_int8(model, self.onnx_path, size_wh, prepare)
+            path = quantize.openvino_int8(self.onnx_path, prepare)
         self.model_path = path
         self.session_settings = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                                  "INFERENCE_NUM_THREADS": torch.get_num_threads()}

@@ -117,7 +117,7 @@ def _fake_quantize_consumers(xml_path):
             for t in op.output(0).get_target_inputs()]
 
 
-def test_openvino_int8_quantises_encoder_and_coarse_attention(tiny_checkpoint, cache, tmp_path, monkeypatch,
+def test_openvino_int8_quantises_the_coarse_attention(tiny_checkpoint, cache, tmp_path, monkeypatch,
                                                               capsys):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
@@ -129,12 +129,10 @@ def test_openvino_int8_quantises_encoder_and_coarse_attention(tiny_checkpoint, c
     assert m.backend == "openvino_int8" and ".int8-env-calib-nncf" in m._backend.model_path.name
     assert m._rough_backend.model_path != m._backend.model_path  # the rough pass has its own, at its size
     consumers = _fake_quantize_consumers(m._backend.model_path)
-    quantised = {name for name, _ in consumers}
-    assert any(n.startswith("/model/texture/") for n, t in consumers if t == "Convolution")
-    assert any(n.startswith("/model/layers.") for n, t in consumers if t == "MatMul")
-    # The fine stage and the graph's top level (similarity, dual softmax, selection) stay FP32.
-    assert not [n for n in quantised if n.startswith(("/model/fine", "/model/refine", "/model/coarse_to"))
-                or (n.startswith("/model/") and n.split("/")[2][:1].isupper())]
+    assert len([n for n, t in consumers if t == "MatMul" and n.startswith("/model/layers.")]) >= 8
+    # The encoder, the fine stage and the graph's top level (similarity, dual softmax, selection)
+    # stay FP32: no exported node outside the attention layers reads a quantised tensor.
+    assert not [n for n, _ in consumers if n.startswith("/model/") and not n.startswith("/model/layers.")]
     built = capsys.readouterr().out
     assert built.count("building the OpenVINO INT8 model once") == 2
     mtime = m._backend.model_path.stat().st_mtime_ns
