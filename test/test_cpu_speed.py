@@ -153,6 +153,22 @@ def test_openvino_int8_without_nncf_says_so(tiny_checkpoint, cache, monkeypatch)
         Matcher(tiny_checkpoint, backend="openvino_int8")
 
 
+def test_sample_calibration_without_training_sets(monkeypatch):
+    """A fresh clone (no ../shared) calibrates on the demo's sample pairs, as many as asked: the
+    views of one photo zoom in down to a floor instead of past the frame (12 views a photo)."""
+    from distillmatch_ros import quantize
+    from distillmatch_ros.bag import sample
+    monkeypatch.delenv("DISTILLMATCH_CALIBRATION_DIR", raising=False)
+    monkeypatch.setattr(quantize, "training_folders", lambda: ([], ""))
+    monkeypatch.setattr(sample, "pseudo_infrared_fn",
+                        lambda source=None: (lambda v: cv2.cvtColor(v, cv2.COLOR_BGR2GRAY), "gray stand-in"))
+    pairs, source = quantize.calibration_pairs(48)
+    assert source == "sample" == quantize.calibration_source()
+    assert len(pairs) >= 48
+    assert all(v.shape[:2] == t.shape == (sample.VISIBLE_SIZE[1], sample.VISIBLE_SIZE[0]) for v, t in pairs)
+    assert len({v.tobytes() for v, _ in pairs}) == len(pairs)  # every view differs
+
+
 def _check_pair():
     from benchmarks.common import textured
     H = np.array([[1.0, 0.02, 4.0], [-0.02, 1.0, 3.0], [0, 0, 1.0]])

@@ -79,12 +79,13 @@ def pseudo_infrared_fn(source: Optional[str] = None) -> Tuple[Callable[[np.ndarr
 
 
 def scene_crops(img: np.ndarray, size: Tuple[int, int], n: int) -> List[np.ndarray]:
-    """``n`` views of one photo (full frame, then zoomed-in crops), as a moving camera would see."""
+    """``n`` views of one photo (full frame, then zoomed-in crops, down to 0.3 of the frame), as a
+    moving camera would see."""
     h, w = img.shape[:2]
     vw, vh = size
     out = []
     for i in range(n):
-        zoom = 1.0 - 0.12 * i
+        zoom = max(0.3, 1.0 - 0.12 * i)
         ch, cw = int(h * zoom), int(min(w * zoom, h * zoom * vw / vh))
         ch = min(ch, int(cw * vh / vw))
         y0 = int((h - ch) * (0.5 + 0.25 * np.sin(i * 2.1)))
