@@ -80,7 +80,8 @@ def machine_stamp(threads: Optional[int] = None, *, detail: bool = False) -> dic
 
 def memoize_network(matcher, folder: Optional[Union[str, Path]]):
     """Keep the network's raw outputs of ``matcher`` in ``folder`` (one npz per input pair),
-    keyed by the model and the exact working-size inputs; returns ``matcher``.
+    keyed by the model, the backend (an INT8 graph gives other outputs than the FP32 one) and the
+    exact working-size inputs; returns ``matcher``.
 
     Why: the benchmarks that judge verification and calibration re-run everything after the
     network (filtering, fits, decisions) each time that logic changes; on shared CPU cores the
@@ -97,8 +98,8 @@ def memoize_network(matcher, folder: Optional[Union[str, Path]]):
 
     def cached(inner):
         def call(vis, th):
-            key = hashlib.sha1(model_key.encode() + str(vis.shape).encode() + vis.tobytes()
-                               + th.tobytes()).hexdigest()[:20]
+            key = hashlib.sha1(model_key.encode() + inner.name.encode() + str(vis.shape).encode()
+                               + vis.tobytes() + th.tobytes()).hexdigest()[:20]
             path = folder / f"{key}.npz"
             if path.exists():
                 with np.load(path) as z:

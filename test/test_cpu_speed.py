@@ -281,3 +281,25 @@ def test_an_unreadable_record_is_measured_again(tiny_checkpoint, cache, monkeypa
     assert "the record is unreadable (JSONDecodeError" in capsys.readouterr().out
     assert "measured now" in again.backend_choice and json.loads(path.read_text())["choice"] == again.backend
     assert not list(cache.glob("*.tmp"))
+
+
+def test_network_memo_is_kept_per_backend(tiny_checkpoint, cache, tmp_path):
+    """The benchmarks' network cache (benchmarks.common.memoize_network) never serves one
+    backend's outputs to another: an INT8 graph's differ from the FP32 one's."""
+    from benchmarks.common import memoize_network
+    from distillmatch_ros.matcher import Matcher
+
+    class Fixed:
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
+        def __call__(self, vis, th):
+            return (np.full((4, 2), self.value, np.float32),) * 2 + (np.ones(4, np.float32), np.ones(4, np.uint8))
+    x = np.random.default_rng(0).random((1, 1, 32, 40), np.float32)
+    outs = {}
+    for name, value in (("fp32", 1.0), ("int8", 2.0), ("fp32", 3.0)):
+        m = Matcher(tiny_checkpoint, backend="torch")
+        m._backend = Fixed(name, value)
+        memoize_network(m, tmp_path / "memo")
+        outs.setdefault(name, []).append(float(m._backend(x, x)[0][0, 0]))
+    assert outs == {"fp32": [1.0, 1.0], "int8": [2.0]}  # the second fp32 call is served from the memo
