@@ -125,6 +125,17 @@ def record_path(matcher) -> Path:
                           f"-t{torch.get_num_threads()}.json")
 
 
+def fully_measured(matcher) -> bool:
+    """True when the record for this model and machine holds every candidate, the built ones
+    included (measured or found unavailable): what cpu_prepare would measure again."""
+    try:
+        record = json.loads(record_path(matcher).read_text())
+        seen = set(record["measured"]) | set(record["unavailable"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return set(quick_candidates()) | set(BUILT_CANDIDATES) <= seen
+
+
 def choose(matcher, device) -> Tuple[Any, str]:
     """The backend object for ``auto`` on this CPU and a one-line account of the choice; measures
     the quick candidates first when nothing is recorded for this model and machine."""

@@ -40,5 +40,5 @@ PY
 # model once, now, rather than at the first start of the node or the demo (cpu_choice.py; a record
 # in the cache, reused after; a first start without it measures only the FP32 backends).
 if [ "${DISTILLMATCH_SKIP_CPU_CHOICE:-0}" != 1 ]; then
-  python -m distillmatch_ros.cpu_prepare
+  python -m distillmatch_ros.cpu_prepare --if-missing
 fi

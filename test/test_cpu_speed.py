@@ -207,12 +207,22 @@ def test_prepare_measures_int8_too(tiny_checkpoint, cache, tmp_path, monkeypatch
     m = Matcher(tiny_checkpoint, backend="onnxruntime")
     monkeypatch.setattr(cpu_choice, "measure", lambda matcher, backends, pairs: {
         n: {"prec3": 0.5, "auc10": 0.5, "ms": 10.0 if n == "onnxruntime_int8" else 20.0} for n in backends})
+    record = cpu_choice.prepare(m, pairs=[_check_pair(), _check_pair()], int8=False)  # as a first start does
+    assert record["choice"] == "onnxruntime" and not cpu_choice.fully_measured(m)
     record = cpu_choice.prepare(m, pairs=[_check_pair()])
     assert set(record["measured"]) == {"onnxruntime", "openvino", "onnxruntime_int8", "openvino_int8"}
-    assert record["choice"] == "onnxruntime_int8"
+    assert record["choice"] == "onnxruntime_int8" and cpu_choice.fully_measured(m)
     assert m._backend.name == "onnxruntime_int8"
     again = Matcher(tiny_checkpoint, backend="auto")
     assert again.backend == "onnxruntime_int8" and "onnxruntime_int8 10" in again.backend_choice
+
+    # setup_env.sh's second run: `cpu_prepare --if-missing` finds it all measured and measures nothing.
+    from distillmatch_ros import cpu_prepare
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(cpu_choice, "prepare", no_measuring)
+    assert cpu_prepare.main(["--model", str(tiny_checkpoint), "--if-missing"]) == 0
 
 
 def test_openvino_runs_the_same_network(tiny_checkpoint, cache):
