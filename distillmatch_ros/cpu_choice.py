@@ -11,7 +11,7 @@ demo's rig). ``onnxruntime`` (FP32) is the reference; a candidate qualifies when
 matches within 3 px of the truth is within :data:`TOLERANCE` of the reference's (:func:`decide`
 says why not AUC@10), and the fastest qualifying one (median time per pair) is chosen. The
 decision (times, precisions, AUCs, why) is written to the cache, keyed by weights, working size,
-CPU, runtime versions and thread count, and ``auto`` follows it.
+CPU, runtime versions, thread count and the INT8 calibration source, and ``auto`` follows it.
 
 * At the first ``auto`` start without a record, the candidates that need no build are measured
   (``onnxruntime``, ``openvino``): about half a minute, once, announced on stdout.
@@ -114,7 +114,9 @@ def decide(measured: Dict[str, Dict[str, float]]) -> Tuple[str, str]:
 
 
 def record_path(matcher) -> Path:
-    """Where the measured choice for this model, working size, CPU, runtimes and threads lives."""
+    """Where the measured choice for this model, working size, CPU, runtimes, threads and INT8
+    calibration source lives (the INT8 models measured are those of that source)."""
+    from .quantize import calibration_source
     w, h = matcher.input_size
     try:
         import openvino
@@ -122,7 +124,7 @@ def record_path(matcher) -> Path:
     except ImportError:
         ov = ""
     return cache_dir() / (f"auto-{model_hash(matcher.model)}-{w}x{h}-g{GRAPH_VERSION}-{machine_tag()}{ov}"
-                          f"-t{torch.get_num_threads()}.json")
+                          f"-t{torch.get_num_threads()}-c{calibration_source()}.json")
 
 
 def fully_measured(matcher) -> bool:
