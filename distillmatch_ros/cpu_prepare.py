@@ -1,5 +1,5 @@
-"""Prepare ``backend="auto"`` on this CPU: build the INT8 model, measure it with the other CPU
-backends (ONNX Runtime FP32, OpenVINO; cpu_choice.py) and record the choice.
+"""Prepare ``backend="auto"`` on this CPU: build the INT8 models (ONNX Runtime's, OpenVINO's),
+measure them with the FP32 backends (ONNX Runtime, OpenVINO; cpu_choice.py) and record the choice.
 
     python -m distillmatch_ros.cpu_prepare [--model NAME_OR_PATH] [--if-missing]
 
@@ -15,7 +15,7 @@ import argparse
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Build the INT8 model of a matcher, measure it with the other CPU "
+    ap = argparse.ArgumentParser(description="Build the INT8 models of a matcher, measure them with the other CPU "
                                  "backends on this machine and record which one backend=auto uses.")
     ap.add_argument("--model", default="", help="checkpoint or shipped name; empty = the shipped default")
     ap.add_argument("--if-missing", action="store_true",
