@@ -14,6 +14,7 @@ Heavy optional imports (onnxruntime, torch_tensorrt) happen only when that backe
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
 import warnings
@@ -316,8 +317,9 @@ def available_backends() -> list:
     try:
         import openvino  # noqa: F401
         names.append("openvino")
-        import nncf  # noqa: F401
-        names.append("openvino_int8")
+        # Found, not imported: NNCF takes over a second to import, and only a build needs it.
+        if importlib.util.find_spec("nncf") is not None:
+            names.append("openvino_int8")
     except ImportError:
         pass
     names.append("torch")

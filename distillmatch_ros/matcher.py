@@ -52,7 +52,7 @@ class Matcher:
     :meth:`from_pretrained` loads a shipped one. ``backend`` is ``auto`` or one of
     :data:`~distillmatch_ros.backends.BACKENDS`; ``auto`` picks TensorRT on a GPU with
     torch-tensorrt, else PyTorch on CUDA, else on a CPU the fastest of ONNX Runtime and OpenVINO
-    (and ONNX Runtime INT8, once built) that keeps the accuracy, measured once per model and
+    (and their INT8 models, once built) that keeps the accuracy, measured once per model and
     machine (cpu_choice.py). The choice and why is :attr:`backend_choice`.
     """
 
