@@ -27,7 +27,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -127,14 +127,28 @@ def record_path(matcher) -> Path:
                           f"-t{torch.get_num_threads()}-c{calibration_source()}.json")
 
 
+RECORD_KEYS = ("choice", "reason", "date", "measured", "unavailable")
+
+
+def read_record(path: Path) -> Tuple[Optional[Dict[str, Any]], str]:
+    """The record at ``path`` with every key a reader needs, or None and why not."""
+    if not path.exists():
+        return None, "nothing recorded"
+    try:
+        record = json.loads(path.read_text())
+        missing = [k for k in RECORD_KEYS if k not in record]
+        if missing:
+            raise KeyError(", ".join(missing))
+        return record, ""
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # cut short or edited by hand
+        return None, f"the record is unreadable ({exc.__class__.__name__}: {exc})"
+
+
 def fully_measured(matcher) -> bool:
     """True when the record for this model and machine holds every candidate, the built ones
     included (measured or found unavailable): what cpu_prepare would measure again."""
-    try:
-        record = json.loads(record_path(matcher).read_text())
-        seen = set(record["measured"]) | set(record["unavailable"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    record, _ = read_record(record_path(matcher))
+    seen = set(record["measured"]) | set(record["unavailable"]) if record else set()
     return set(quick_candidates()) | set(BUILT_CANDIDATES) <= seen
 
 
@@ -142,24 +156,19 @@ def choose(matcher, device) -> Tuple[Any, str]:
     """The backend object for ``auto`` on this CPU and a one-line account of the choice; measures
     the quick candidates first when nothing is recorded for this model and machine."""
     path = record_path(matcher)
-    record, why = None, "nothing recorded"
-    if path.exists():
-        try:
-            record = json.loads(path.read_text())
-            name, reason, date = record["choice"], record["reason"], record["date"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # cut short or edited by hand
-            record, why = None, f"the record is unreadable ({exc.__class__.__name__}: {exc})"
+    record, why = read_record(path)
     if record is None:
         print(f"distillmatch backend auto: {why}; measuring {', '.join(quick_candidates())} on the check pairs, "
               f"once for this model and machine (about half a minute) -> {path}", flush=True)
         record = prepare(matcher, device, int8=False)
         return matcher._backend, f"auto: {record['choice']} ({record['reason']}; measured now)"
+    name, reason = record["choice"], record["reason"]
     try:
         backend = make_backend(name, matcher.model, device, matcher.input_size, prepare=matcher.prepare)
     except BackendUnavailable as exc:  # e.g. openvino uninstalled since, or the INT8 model's calibration gone
         backend, name = OnnxRuntimeBackend(matcher.model, device, matcher.input_size), REFERENCE
         reason = f"the measured choice {record['choice']} is unavailable now: {exc}"
-    return backend, f"auto: {name} ({reason}; measured {date})"
+    return backend, f"auto: {name} ({reason}; measured {record['date']})"
 
 
 def prepare(matcher, device=None, pairs=None, int8: bool = True) -> Dict[str, Any]:
