@@ -189,13 +189,10 @@ class OnnxRuntimeBackend:
         self.fp32_path = path
         if int8:
             from . import quantize
-            path = int8_path(model, size_wh, quantize.calibration_source())
-            if not path.exists():
-                pairs, source = quantize.calibration_pairs()
-                path = int8_path(model, size_wh, source)
-                print(f"building the INT8 model once ({len(pairs)} calibration pairs from {source}) -> {path}",
-                      flush=True)
-                quantize.quantize_trunk(self.fp32_path, path, quantize.network_feeds(prepare, pairs))
+            path = quantize.built(lambda source: int8_path(model, size_wh, source),
+                                  lambda out, pairs: quantize.quantize_trunk(self.fp32_path, out,
+                                                                             quantize.network_feeds(prepare, pairs)),
+                                  "INT8 model")
         self.onnx_path = path
         self.session_settings = {"intra_op_num_threads": torch.get_num_threads(),
                                  "graph_optimization_level": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}

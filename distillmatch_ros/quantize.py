@@ -146,12 +146,26 @@ def calibration_source() -> str:
     return training_folders()[1] or "sample"
 
 
+def built(path_for: Callable[[str], Path], build: Callable[[Path, List[Pair]], None], what: str) -> Path:
+    """The quantised model at ``path_for(calibration source)``: from the cache, or built now by
+    ``build(path, calibration pairs)`` (announced: it takes a minute). The images are read only
+    to build. An OpenVINO ``.xml`` counts as built with its ``.bin`` beside it."""
+    def done(p: Path) -> bool:
+        return p.exists() and (p.suffix != ".xml" or p.with_suffix(".bin").exists())
+    out = path_for(calibration_source())
+    if done(out):
+        return out
+    pairs, source = calibration_pairs()
+    out = path_for(source)  # the named folders may hold no usable pair: then the sample pairs
+    print(f"building the {what} once ({len(pairs)} calibration pairs from {source}) -> {out}", flush=True)
+    build(out, pairs)
+    return out
+
+
 def openvino_int8(fp32_onnx: Path, prepare: Optional[Callable[[np.ndarray, np.ndarray], tuple]]) -> Path:
     """The OpenVINO IR (``.xml`` + ``.bin``) of ``fp32_onnx`` quantised by NNCF, from the cache or
     built now (calibration pairs as in the module doc, through ``prepare``, the matcher's
     preprocessing at the graph's size). Raises BackendUnavailable without NNCF."""
-    import logging
-
     from .errors import BackendUnavailable
     try:
         import nncf
@@ -159,25 +173,19 @@ def openvino_int8(fp32_onnx: Path, prepare: Optional[Callable[[np.ndarray, np.nd
         raise BackendUnavailable("backend 'openvino_int8' needs NNCF (pip install nncf)") from exc
     if prepare is None:
         raise BackendUnavailable("backend 'openvino_int8' needs the matcher's preprocessing to calibrate")
-    import openvino as ov
 
-    def path(source: str) -> Path:
-        return fp32_onnx.with_suffix(f".int8-{source}-nncf{nncf.__version__}.xml")
-    out = path(calibration_source())
-    if out.exists() and out.with_suffix(".bin").exists():
-        return out
-    pairs, source = calibration_pairs()
-    out = path(source)  # the named folders may hold no usable pair: then the sample pairs
-    print(f"building the OpenVINO INT8 model once ({len(pairs)} calibration pairs from {source}, NNCF) -> {out}",
-          flush=True)
-    nncf.set_log_level(logging.ERROR)  # its per-node INFO lines would flood a node's log
-    feeds = network_feeds(prepare, pairs)
-    fp32 = ov.Core().read_model(str(fp32_onnx))
-    quantized = nncf.quantize(fp32, nncf.Dataset(feeds), subset_size=len(feeds),
-                              preset=nncf.QuantizationPreset.MIXED,
-                              ignored_scope=nncf.IgnoredScope(patterns=list(OPENVINO_FP32_NODES), validate=False))
-    tmp = out.with_name(out.stem + f".{os.getpid()}.tmp.xml")
-    ov.save_model(quantized, str(tmp), compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first: the .xml marks it done
-    os.replace(tmp, out)
-    return out
+    def build(out: Path, pairs: List[Pair]) -> None:
+        import logging
+
+        import openvino as ov
+        nncf.set_log_level(logging.ERROR)  # its per-node INFO lines would flood a node's log
+        feeds = network_feeds(prepare, pairs)
+        quantized = nncf.quantize(ov.Core().read_model(str(fp32_onnx)), nncf.Dataset(feeds), subset_size=len(feeds),
+                                  preset=nncf.QuantizationPreset.MIXED,
+                                  ignored_scope=nncf.IgnoredScope(patterns=list(OPENVINO_FP32_NODES), validate=False))
+        tmp = out.with_name(out.stem + f".{os.getpid()}.tmp.xml")
+        ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first: the .xml marks it done
+        os.replace(tmp, out)
+    return built(lambda source: fp32_onnx.with_suffix(f".int8-{source}-nncf{nncf.__version__}.xml"), build,
+                 "OpenVINO INT8 model")
