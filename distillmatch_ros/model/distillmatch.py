@@ -109,29 +109,20 @@ class DistillMatch(nn.Module):
         if cross:
             (b2v, b2t), (b4v, b4t) = taps[3].chunk(2), taps[4].chunk(2)
             out = self.cross_fine(b2v, b2t, b4v, b4t, pv, pt0, size_wh)
-            out["visible_points"] = inside(out["visible_points"], size_wh)
-            out["thermal_points"] = inside(out["thermal_points"], size_wh)
-            out.update({"scores": scores, "valid": valid, "conf": conf, "modality_logits": modality_logits,
-                        "coarse_visible": pv, "coarse_thermal": pt0})
-            if conf is None:
-                del out["conf"]
-            if with_kd:
-                out["student_features"] = self.semantic.project(s8)
-            return out
-        f2v, f2t = f2.chunk(2)
-        f4v, f4t, f2v, f2t = self._inject_coarse(cv, ct, (gh, gw), f4v, f4t, f2v, f2t)
-        logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
-        logits2, pt2, _ = self.fine2(f2v, f2t, pv, pt1, size_wh)
-        pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
-        pv_f, pt_f = inside(pv_f, size_wh), inside(pt_f, size_wh)
-        out = {
-            "visible_points": pv_f, "thermal_points": pt_f, "scores": scores, "valid": valid,
-            "conf": conf, "modality_logits": modality_logits,
-            "coarse_visible": pv, "coarse_thermal": pt0, "fine4_logits": logits4, "fine4_thermal": pt1,
-            "fine2_logits": logits2, "fine2_thermal": pt2,
-        }
-        if conf is None:
-            del out["conf"]
+        else:
+            f2v, f2t = f2.chunk(2)
+            f4v, f4t, f2v, f2t = self._inject_coarse(cv, ct, (gh, gw), f4v, f4t, f2v, f2t)
+            logits4, pt1, _ = self.fine4(f4v, f4t, pv, pt0, size_wh)
+            logits2, pt2, _ = self.fine2(f2v, f2t, pv, pt1, size_wh)
+            pv_f, pt_f = self.refine(f2v, f2t, pv, pt2, logits2, size_wh)
+            out = {"visible_points": pv_f, "thermal_points": pt_f, "fine4_logits": logits4, "fine4_thermal": pt1,
+                   "fine2_logits": logits2, "fine2_thermal": pt2}
+        out["visible_points"] = inside(out["visible_points"], size_wh)
+        out["thermal_points"] = inside(out["thermal_points"], size_wh)
+        out.update({"scores": scores, "valid": valid, "modality_logits": modality_logits,
+                    "coarse_visible": pv, "coarse_thermal": pt0})
+        if conf is not None:
+            out["conf"] = conf
         if with_kd:
             out["student_features"] = self.semantic.project(s8)  # [2B, teacher_dim, h/8, w/8]
         return out
