@@ -96,9 +96,9 @@ def memoize_network(matcher, folder: Optional[Union[str, Path]]):
     from distillmatch_ros.backends import model_hash
     model_key = model_hash(matcher.model)
 
-    def cached(inner):
+    def cached(inner, graph):
         def call(vis, th):
-            key = hashlib.sha1(model_key.encode() + inner.name.encode() + str(vis.shape).encode()
+            key = hashlib.sha1(model_key.encode() + inner.name.encode() + graph.encode() + str(vis.shape).encode()
                                + vis.tobytes() + th.tobytes()).hexdigest()[:20]
             path = folder / f"{key}.npz"
             if path.exists():
@@ -112,6 +112,8 @@ def memoize_network(matcher, folder: Optional[Union[str, Path]]):
         call.name = inner.name  # what the matcher reports as its backend
         return call
 
-    rough = matcher._rough()  # both passes' graphs (matcher.match's rough and full-size passes)
-    matcher._backend, matcher._rough_backend = cached(matcher._backend), cached(rough)
+    # every pass's graph (matcher.match's rough, unguided and banded guided passes), each its own memo
+    matcher._graph("rough"), matcher._graph("guided")
+    matcher._backend = cached(matcher._backend, "full")
+    matcher._graphs = {key: cached(g, key) for key, g in matcher._graphs.items()}
     return matcher

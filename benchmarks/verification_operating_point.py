@@ -17,6 +17,10 @@ per pair with verification off (structure check on), the evidence (``verificatio
 is kept, and ``verification.decide`` is applied with the options under test, so a threshold
 search costs no network time. ``--cache`` keeps the evidence between runs.
 
+``--prior truth`` runs each pair through ``Matcher.match_guided`` with the right pair's
+ground-truth homography as prior, as a stream holding its rig's homography does: a wrong pair is
+then a thermal frame of another scene under that prior (``--guided-band``: the band it matches in).
+
 Reported: wrong-pair acceptance (should be <= 5 %), right-pair acceptance (>= 60 %), and the
 homography error of the accepted right pairs (so that accepting means being right).
 ``--search`` grid-searches inlier count, inlier ratio and spread for the largest right-pair
@@ -76,15 +80,20 @@ def wrong_partners(pairs, i: int, rng, k: int = 1) -> list:
     return [int(j) for j in rng.choice(cands, size=min(k, len(cands)), replace=False)]
 
 
-def collect(matcher, pairs, rng, progress=True, wrong_per_pair=1):
+def collect(matcher, pairs, rng, progress=True, wrong_per_pair=1, prior=False):
+    """``prior``: each pair through ``matcher.match_guided`` with the right pair's ground-truth
+    homography as prior (what a stream holds for its rig; a wrong pair is then a thermal frame of
+    another scene under that prior); pairs without an exact homography are left out."""
     rows = []
     for i, (s, n, p) in enumerate(pairs):
         vis, th, gt = load(s, p)
         partners = wrong_partners(pairs, i, rng, wrong_per_pair if s in NPZ_SETS else 1)
+        if prior and "H" not in gt:
+            continue
         tests = [("right", th, None)] + [("wrong", load(pairs[j][0], pairs[j][2])[1], j) for j in partners]
         for kind, thermal, j in tests:
             t0 = time.perf_counter()
-            r = matcher.match(vis, thermal)
+            r = matcher.match_guided(vis, thermal, gt["H"]) if prior else matcher.match(vis, thermal)
             sec = time.perf_counter() - t0
             f = dict(r.evidence) if r.evidence else verification.features(
                 None, np.zeros(0, bool), np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
@@ -191,6 +200,10 @@ def main(argv=None) -> int:
     ap.add_argument("--wrong-per-pair", type=int, default=5,
                     help="wrong pairs made from each right pair of the npz sets (m3svd_val: 1)")
     ap.add_argument("--m3svd-val-every", type=int, default=4, help="use every n-th m3svd_val frame")
+    ap.add_argument("--prior", choices=("none", "truth"), default="none",
+                    help="truth: match_guided with the right pair's ground-truth homography as prior (a stream's "
+                    "held rig homography); the dense-truth set is left out")
+    ap.add_argument("--guided-band", type=int, default=None, help="the matcher's guided_band option")
     ap.add_argument("--network-cache", default=None, metavar="DIR",
                     help="keep the network's outputs here (benchmarks.common.memoize_network)")
     args = ap.parse_args(argv)
@@ -203,6 +216,8 @@ def main(argv=None) -> int:
     from distillmatch_ros.matcher import Matcher
     torch.set_num_threads(args.threads)
     matcher = Matcher.from_pretrained(args.model, backend=args.backend)
+    if args.guided_band is not None:
+        matcher.set_options(guided_band=args.guided_band)
     memoize_network(matcher, args.network_cache)
     base = dict(matcher.options)
     model_name = str(matcher.model_path)
@@ -216,7 +231,8 @@ def main(argv=None) -> int:
               f"model {model_name} ({matcher.backend})")
         if args.search:  # every pair's evidence, decided offline for each candidate threshold set
             matcher.set_options(verify=False)
-        rows = collect(matcher, pairs, np.random.default_rng(args.seed), wrong_per_pair=args.wrong_per_pair)
+        rows = collect(matcher, pairs, np.random.default_rng(args.seed), wrong_per_pair=args.wrong_per_pair,
+                       prior=args.prior == "truth")
         if args.cache:
             os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
             json.dump({"model": model_name, "rows": rows}, open(args.cache, "w"), default=_json_default)

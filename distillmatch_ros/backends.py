@@ -79,8 +79,11 @@ def cache_dir() -> Path:
 
 
 def model_hash(model: DistillMatch) -> str:
-    """Content hash of weights + config: the cache key of exported graphs and engines."""
-    h = hashlib.sha256(repr(sorted(model.config.items())).encode())
+    """Content hash of weights + config: the cache key of exported graphs and engines. A config
+    without a coarse band hashes as before the key existed: the graphs, INT8 models and ``auto``
+    records a machine already holds stay valid."""
+    cfg = {k: v for k, v in model.config.items() if not (k == "coarse_band" and not v)}
+    h = hashlib.sha256(repr(sorted(cfg.items())).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())

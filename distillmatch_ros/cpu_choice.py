@@ -79,16 +79,16 @@ def measure(matcher, backends: Dict[str, Any], pairs) -> Dict[str, Dict[str, flo
     ``matcher`` on it. The backends take turns pair by pair, so a drifting machine load hits
     them alike."""
     from . import evaluation
-    rough = {}
+    graphs: Dict[str, Dict[str, Any]] = {}
     rows: Dict[str, List[Tuple[float, float, float]]] = {n: [] for n in backends}
     for i, (vis, th, H) in enumerate([pairs[0]] + list(pairs)):  # the first round warms (first runs allocate)
         truth = evaluation.GroundTruth.from_homography(H, (th.shape[1], th.shape[0]))
         for name, backend in backends.items():
-            matcher._backend, matcher._rough_backend = backend, rough.get(name)  # the rough pass: the same kind
+            # the rough and guided passes: the same kind
+            matcher._backend, matcher._graphs = backend, graphs.setdefault(name, {})
             t = time.perf_counter()
             r = matcher.match(vis, th)
             ms = (time.perf_counter() - t) * 1e3
-            rough[name] = matcher._rough_backend
             score = evaluation.evaluate_pair(truth, r.visible_points, r.thermal_points)
             if i:
                 rows[name].append((score["prec"], score["err"], ms))
@@ -193,5 +193,5 @@ def prepare(matcher, device=None, pairs=None, int8: bool = True) -> Dict[str, An
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # written whole, then renamed: a reader never sees half
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
-    matcher._backend, matcher._rough_backend = backends[name], None
+    matcher._backend, matcher._graphs = backends[name], {}
     return record

@@ -15,6 +15,7 @@ from .backends import check_device, make_backend
 from .checkpoint import load_checkpoint
 from .errors import InputError
 from .evaluation import project
+from .model import with_config
 from .options import Option, by_name, check_all, defaults
 from .preprocess import check_visible, normalize_thermal
 from .result import MatchResult
@@ -30,6 +31,10 @@ OPTIONS: Tuple[Option, ...] = (
            "fit (match_guided); off: one full-size pass"),
     Option("guided_passes", 2, "guided_pass: at most this many full-size guided passes, each guided by the "
            "last verified fit, until one moves its prior less than guided_converged_px", range=(1, 5)),
+    Option("guided_band", 5, "match_guided (a stream's held homography, a rig's calibration as prior): match each "
+           "1/8 cell only within this many cells of its own position; 0: over the whole image. match's own guided "
+           "passes always search the whole image. A new value builds its graph at the next such pass (seconds)",
+           range=(0, 16)),
     Option("guided_converged_px", 4.0, "guided_pass: a guided fit that moves its prior's image corners by less "
            "than this (working-size px; 4 = half a 1/8 cell) has converged, no further pass", range=(0.0, 64.0)),
     *verification.FIT_OPTIONS,
@@ -78,7 +83,7 @@ class Matcher:
         self.input_size: Tuple[int, int] = (int(cfg["input_size"][0]), int(cfg["input_size"][1]))
         self.rough_size: Tuple[int, int] = rough_working_size(self.input_size)
         self.device = device
-        self._rough_backend = None  # built at the first rough pass (a second graph at rough_size)
+        self._graphs: Dict[str, Any] = {}  # the rough and the banded guided graphs (_graph)
         self.options = dict(DEFAULT_OPTIONS)
         self.set_options(**options)
         # The graph keeps every mutual nearest neighbour (sorted by confidence); the threshold is
@@ -92,8 +97,10 @@ class Matcher:
         if backend == "auto":
             print(f"distillmatch backend {self.backend_choice}", flush=True)
         self.backend: str = self._backend.name
+        # Now, not in the first pair's latency (an OpenVINO compile takes about a second).
         if self.options["guided_pass"]:
-            self._rough()  # now, not in the first pair's latency (an OpenVINO compile takes about a second)
+            self._graph("rough")
+        self._graph("guided")  # match_guided's (a stream's guided passes, calibration)
 
     @classmethod
     def from_pretrained(cls, name: Optional[str] = None, backend: str = "auto", device: Optional[str] = None,
@@ -159,7 +166,7 @@ class Matcher:
         vis, th = self._grays(visible, thermal)
         if not self.options["guided_pass"]:
             return self._match_once(vis, th, self._backend, self.input_size, t0=t0)
-        rough = self._match_once(vis, th, self._rough(), self.rough_size, self._rough_options(), t0=t0)
+        rough = self._match_once(vis, th, self._graph("rough"), self.rough_size, self._rough_options(), t0=t0)
         if rough.verification.startswith("no structure"):
             return rough  # the full-size pass would refuse the same frame
         passes, result = 1, None
@@ -189,12 +196,14 @@ class Matcher:
         nearly aligned pair, and a guided fit from a rough prior that was several cells off is
         itself a few pixels off; a second pass by it gained m3svd_homography 0.07-0.09 AUC@10
         (BENCHMARKS.md, issue 18). Once a fit moves its prior by under half a 1/8 cell, the next
-        pass would see the same cells and gained nothing measurable. Returns the result and the
-        number of passes run."""
+        pass would see the same cells and gained nothing measurable. These passes search the whole
+        image: in the band (:meth:`match_guided`) they lost 0.016 AUC@10 on M3SVD, a camera the
+        weights never saw, in three runs (BENCHMARKS.md, "A coarse band for guided passes").
+        Returns the result and the number of passes run."""
         source = self._guide_source(vis, th)
         best = None
         for n in range(1, guided_passes + 1):
-            r = self._guided(source, th, prior)
+            r = self._guided(source, th, prior, band=False)
             if r.homography is None:
                 return (best if best is not None else r), n  # (a MatchResult with no matches is falsy)
             best = r
@@ -213,12 +222,22 @@ class Matcher:
         return dict(self.options, verify_min_inliers=max(12, round(self.options["verify_min_inliers"] * cells)),
                     ransac_threshold=self.options["ransac_threshold"] / math.sqrt(cells))
 
-    def _rough(self):
-        """The backend of the rough pass: the full pass's kind, on a graph at :attr:`rough_size`."""
-        if self._rough_backend is None:
-            self._rough_backend = make_backend(self._backend.name, self.model, self.device, self.rough_size,
-                                               prepare=lambda v, t: self.prepare(v, t, self.rough_size))
-        return self._rough_backend
+    def _graph(self, role: str):
+        """The backend of the rough pass (``rough``: a graph at :attr:`rough_size`) or of the
+        guided passes (``guided``: the coarse level matches within ``guided_band`` cells,
+        CoarseMatching.match_in_band), of the unguided pass's kind; built when first needed.
+        With ``guided_band`` 0 the guided passes run the unguided graph."""
+        band = int(self.options["guided_band"])
+        if role == "guided" and band == 0:
+            return self._backend
+        key = "rough" if role == "rough" else f"guided-band{band}"
+        if key not in self._graphs:
+            size = self.rough_size if role == "rough" else self.input_size
+            model = self.model if role == "rough" else with_config(self.model, coarse_band=band)
+            model.match_threshold = 0.0  # as the unguided graph's (_setup)
+            self._graphs[key] = make_backend(self._backend.name, model, self.device, size,
+                                             prepare=lambda v, t: self.prepare(v, t, size))
+        return self._graphs[key]
 
     def _match_once(self, vis: np.ndarray, th: np.ndarray, backend, size: Tuple[int, int],
                     opt: Optional[Dict[str, Any]] = None, t0: Optional[float] = None) -> MatchResult:
@@ -282,13 +301,15 @@ class Matcher:
         0.75-1.3; a rig outside that, or at its edge, fails unguided). Matching and verification
         run on that pair; points are returned in each input image's own pixels and
         ``homography`` is the full thermal -> visible map. A wrong prior gives no consistent
-        matches and is rejected by verification like any wrong pair.
+        matches and is rejected by verification like any wrong pair. The coarse level matches
+        each cell within ``guided_band`` cells of its position (:meth:`_graph`): a prior more
+        than that off (40 working px by default) needs ``guided_band=0``.
         """
         prior = np.asarray(prior, np.float64)
         if prior.shape != (3, 3) or not np.all(np.isfinite(prior)) or abs(np.linalg.det(prior)) < 1e-12:
             raise InputError("the prior homography must be a finite, invertible 3x3 matrix")
         vis, th = self._grays(visible, thermal)
-        return self._guided(self._guide_source(vis, th), th, prior)
+        return self._guided(self._guide_source(vis, th), th, prior, band=True)
 
     def _guide_source(self, vis: np.ndarray, th: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """The visible image the guided passes warp, and the map from its pixels' frame: a finer
@@ -304,8 +325,10 @@ class Matcher:
         sx, sy = small.shape[1] / vis.shape[1], small.shape[0] / vis.shape[0]
         return small, np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
 
-    def _guided(self, source: Tuple[np.ndarray, np.ndarray], th: np.ndarray, prior: np.ndarray) -> MatchResult:
-        """:meth:`match_guided` on :meth:`_guide_source`'s visible image and the gray thermal one."""
+    def _guided(self, source: Tuple[np.ndarray, np.ndarray], th: np.ndarray, prior: np.ndarray,
+                band: bool) -> MatchResult:
+        """:meth:`match_guided` on :meth:`_guide_source`'s visible image and the gray thermal one;
+        ``band``: on the banded graph (:meth:`_graph`), else on the unguided one."""
         th_h, th_w = th.shape[:2]
         vis, to_small = source
         warped = cv2.warpPerspective(vis, to_small @ prior, (th_w, th_h),
@@ -314,7 +337,8 @@ class Matcher:
         # wrong prior can still line up the layout of two similar scenes: a stricter ratio.
         opt = dict(self.options, verify_min_inlier_ratio=max(self.options["verify_min_inlier_ratio"],
                                                              self.options["verify_guided_min_inlier_ratio"]))
-        result = self._match_once(warped, th, self._backend, self.input_size, opt)
+        graph = self._graph("guided") if band else self._backend
+        result = self._match_once(warped, th, graph, self.input_size, opt)
         # warped pixel x sees the visible point prior(x): map the matches and the fit back.
         result.visible_points = project(prior, result.visible_points).astype(np.float32)
         if result.homography is not None:

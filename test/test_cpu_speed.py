@@ -71,7 +71,7 @@ def test_saved_optimised_graph_is_reused(tiny_checkpoint, cache):
     a = Matcher(tiny_checkpoint, backend="onnxruntime")
     assert f"-g{GRAPH_VERSION}." in a._backend.onnx_path.name  # a changed graph is a new file
     saved = sorted(cache.glob("*.opt.onnx"))
-    assert len(saved) == 2  # the full-size graph and the rough pass's (built with the matcher)
+    assert len(saved) == 3  # the full-size graph, the rough pass's and the banded guided one (built with the matcher)
     mtimes = [p.stat().st_mtime_ns for p in saved]
     b = Matcher(tiny_checkpoint, backend="onnxruntime")
     assert sorted(cache.glob("*.opt.onnx")) == saved and [p.stat().st_mtime_ns for p in saved] == mtimes
@@ -127,14 +127,14 @@ def test_openvino_int8_quantises_the_coarse_attention(tiny_checkpoint, cache, tm
     monkeypatch.setenv("DISTILLMATCH_CALIBRATION_DIR", str(_calibration_folder(tmp_path / "calib")))
     m = Matcher(tiny_checkpoint, backend="openvino_int8")
     assert m.backend == "openvino_int8" and ".int8-env-calib-nncf" in m._backend.model_path.name
-    assert m._rough_backend.model_path != m._backend.model_path  # the rough pass has its own, at its size
+    assert m._graph("rough").model_path != m._backend.model_path  # the rough pass has its own, at its size
     consumers = _fake_quantize_consumers(m._backend.model_path)
     assert len([n for n, t in consumers if t == "MatMul" and n.startswith("/model/layers.")]) >= 8
     # The encoder, the fine stage and the graph's top level (similarity, dual softmax, selection)
     # stay FP32: no exported node outside the attention layers reads a quantised tensor.
     assert not [n for n, _ in consumers if n.startswith("/model/") and not n.startswith("/model/layers.")]
     built = capsys.readouterr().out
-    assert built.count("building the OpenVINO INT8 model once") == 2
+    assert built.count("building the OpenVINO INT8 model once") == 3  # unguided, rough and guided graphs
     mtime = m._backend.model_path.stat().st_mtime_ns
     again = make_backend("openvino_int8", m.model, None, m.input_size, prepare=m.prepare)  # from the cache
     assert "building" not in capsys.readouterr().out and again.model_path.stat().st_mtime_ns == mtime
@@ -222,7 +222,13 @@ def test_prepare_measures_int8_too(tiny_checkpoint, cache, tmp_path, monkeypatch
     def no_measuring(*args, **kwargs):
         raise AssertionError("measured again")
     monkeypatch.setattr(cpu_choice, "prepare", no_measuring)
+    from distillmatch_ros.backends import model_hash
+    from distillmatch_ros.model import with_config
+    banded = model_hash(with_config(again.model, coarse_band=again.options["guided_band"]))
+    for p in cache.glob(f"*{banded}*"):  # match_guided's graph, as on a machine set up before it existed
+        p.unlink()
     assert cpu_prepare.main(["--model", str(tiny_checkpoint), "--if-missing"]) == 0
+    assert [p for p in cache.glob(f"*{banded}*.int8*")]  # built by the set-up, not at a first start
 
 
 def test_openvino_runs_the_same_network(tiny_checkpoint, cache):

@@ -1,6 +1,7 @@
 """Matcher core: model shapes, input kinds, coordinate mapping, backends, bad input, checkpoints."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -57,6 +58,60 @@ def test_coarse_fast_path_equals_dual_softmax():
         pairs_got = {(int(i), int(j)) for i, j, ok in zip(got[0][b], got[1][b], got[3][b], strict=True) if ok}
         assert pairs_ref == pairs_got
     torch.testing.assert_close(got[2], ref[2], rtol=1e-4, atol=1e-6)
+
+
+def test_coarse_band_is_the_dual_softmax_over_the_band():
+    """CoarseMatching.match_in_band selects what select() gives on a confidence matrix whose
+    similarity is -inf outside the band (each cell competes only for cells within ``band``
+    cells of its own position), and equals the whole-image match when the band covers the grid."""
+    from distillmatch_ros.model.coarse import CoarseMatching, band_cells
+    torch.manual_seed(1)
+    gh, gw = 12, 15
+    base = torch.randn(2, gh * gw, 32)
+    fv, ft = base * 1.5, base * 1.5 + 0.9 * torch.randn(2, gh * gw, 32)
+    idx, ok = band_cells((gh, gw), 2)
+    near = torch.zeros(gh * gw, gh * gw, dtype=torch.bool)
+    near[torch.arange(gh * gw).unsqueeze(1).expand_as(idx)[ok], idx[ok]] = True
+    assert int(near.sum(1).min()) == 9 and int(near.sum(1).max()) == 25  # corners, inner cells
+    whole = CoarseMatching(32, 0, 4, 0.1)
+    sim = (fv @ ft.transpose(1, 2)) / (32 * 0.1)
+    masked = sim.masked_fill(~near, float("-inf"))
+    ref = whole.select(torch.softmax(masked, 1) * torch.softmax(masked, 2), 0.05, gh * gw)
+    got = CoarseMatching(32, 0, 4, 0.1, band=2).match(fv, ft, 0.05, gh * gw, (gh, gw))
+    assert int(ref[3].sum()) > 40 and torch.equal(ref[3], got[3])
+    for b in range(2):
+        assert {(int(i), int(j)) for i, j, v in zip(ref[0][b], ref[1][b], ref[3][b], strict=True) if v} == \
+            {(int(i), int(j)) for i, j, v in zip(got[0][b], got[1][b], got[3][b], strict=True) if v}
+        for i, j, v in zip(got[0][b], got[1][b], got[3][b], strict=True):
+            assert not v or (abs(int(i) // gw - int(j) // gw) <= 2 and abs(int(i) % gw - int(j) % gw) <= 2)
+    torch.testing.assert_close(got[2], ref[2], rtol=1e-4, atol=1e-6)
+    wide = CoarseMatching(32, 0, 4, 0.1, band=gw).match(fv, ft, 0.05, gh * gw, (gh, gw))
+    free = whole.match(fv, ft, 0.05, gh * gw)
+    assert torch.equal(wide[3], free[3])
+    assert {(int(i), int(j)) for i, j, v in zip(wide[0][0], wide[1][0], wide[3][0], strict=True) if v} == \
+        {(int(i), int(j)) for i, j, v in zip(free[0][0], free[1][0], free[3][0], strict=True) if v}
+    torch.testing.assert_close(wide[2], free[2], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="grid"):
+        CoarseMatching(32, 0, 4, 0.1, band=2).match(fv, ft, 0.05, 64)
+
+
+def test_guided_passes_run_the_banded_graph(tiny_checkpoint):
+    """A pass guided by a verified full-size fit (match_guided) runs a second full-size graph
+    whose coarse level matches in the band (guided_band); guided_band 0 runs it on the unguided
+    graph."""
+    m = Matcher(tiny_checkpoint, backend="torch")
+    guided = m._graph("guided")
+    assert guided is not m._backend and guided.model.config["coarse_band"] == m.options["guided_band"] == 5
+    assert m._backend.model.config["coarse_band"] == 0 and guided.model.match_threshold == 0.0
+    assert m._graph("guided") is guided  # built once
+    calls = []
+    m._graphs["guided-band5"] = lambda v, t: calls.append("band") or guided(v, t)
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (240, 320), dtype=np.uint8), (0, 0), 2)
+    m.match_guided(img, img, np.eye(3))
+    assert calls == ["band"]
+    m.set_options(guided_band=0)
+    assert m._graph("guided") is m._backend
 
 
 def test_coarse_layers_batch_both_images_exactly():
@@ -325,10 +380,11 @@ def test_guided_passes_run_until_the_fit_converges(tiny_checkpoint, monkeypatch)
 
     def fake_once(vis, th, backend, size, opt=None, t0=None):
         return fit(np.eye(3))  # the rough (or unguided) pass: verified identity
-    priors = []
+    priors, bands = [], []
 
-    def fake_guided(vis, th, prior):
+    def fake_guided(vis, th, prior, band):
         priors.append(prior.copy())
+        bands.append(band)
         dx = shifts.pop(0)
         if dx is None:
             return fit(None, verified=False)
@@ -343,6 +399,7 @@ def test_guided_passes_run_until_the_fit_converges(tiny_checkpoint, monkeypatch)
     r = m.match(img, img)
     assert r.evidence["passes"] == 3 and r.homography[0, 2] == pytest.approx(21.0)
     assert [p[0, 2] for p in priors] == [0.0, 20.0]  # the second pass is guided by the first fit
+    assert bands == [False, False]  # match's own passes search the whole image
     assert shifts == [9.0]
 
     priors.clear()
@@ -357,3 +414,22 @@ def test_guided_passes_run_until_the_fit_converges(tiny_checkpoint, monkeypatch)
     m.set_options(guided_converged_px=8.0)  # a larger tolerance stops after one pass
     r = m.match(img, img)
     assert r.evidence["passes"] == 2 and shifts == [1.0]
+
+
+def test_fine_readout_ablation_switches_off_the_named_parts(tiny_checkpoint):
+    """benchmarks.fine_readout_ablation: ``no_fine2`` passes the 1/4 position on unchanged,
+    ``no_subpixel`` returns the 1/2 window's position, and the shipped variant does neither."""
+    from benchmarks.fine_readout_ablation import ablated
+    from distillmatch_ros.model.distillmatch import inside
+    torch.manual_seed(0)
+    vis, th = torch.rand(1, 1, 128, 160), torch.rand(1, 1, 128, 160)
+    outs = {}
+    for variant in ("shipped", "no_fine2", "no_subpixel"):
+        with torch.inference_mode():
+            outs[variant] = ablated(str(tiny_checkpoint), variant)(vis, th)
+    assert torch.equal(outs["no_fine2"]["fine2_thermal"], outs["no_fine2"]["fine4_thermal"])
+    assert not torch.equal(outs["shipped"]["fine2_thermal"], outs["shipped"]["fine4_thermal"])
+    assert torch.equal(outs["no_subpixel"]["thermal_points"], inside(outs["no_subpixel"]["fine2_thermal"], (160, 128)))
+    assert not torch.allclose(outs["shipped"]["thermal_points"], outs["shipped"]["fine2_thermal"])
+    with pytest.raises(SystemExit, match="unknown variant"):
+        ablated(str(tiny_checkpoint), "no_coarse")

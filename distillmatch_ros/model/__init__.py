@@ -16,14 +16,24 @@ def build_model(preset_or_config: Union[str, Dict[str, Any]] = "tiny", **overrid
     return DistillMatch(cfg)
 
 
-def with_input_size(model: DistillMatch, size) -> DistillMatch:
-    """The same weights at another working size (W, H): the network is resolution independent,
-    only exported graphs are fixed to one size."""
-    if size is None or list(size) == list(model.config["input_size"]):
+def with_config(model: DistillMatch, **changes: Any) -> DistillMatch:
+    """The same weights under changed config keys that hold no weights (the working size, the
+    coarse band); ``model`` itself when nothing changes."""
+    def same(a: Any, b: Any) -> bool:  # a size may be stored as a list or a tuple
+        return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+    if all(same(model.config.get(k), v) for k, v in changes.items()):
         return model
-    m = DistillMatch(dict(model.config, input_size=[int(size[0]), int(size[1])], pretrained_backbone=False))
+    m = DistillMatch(dict(model.config, pretrained_backbone=False, **changes))
     m.load_state_dict(model.state_dict())
     return m.eval()
 
 
-__all__ = ["with_input_size", "DistillMatch", "ExportWrapper", "PRESETS", "build_model", "make_config"]
+def with_input_size(model: DistillMatch, size) -> DistillMatch:
+    """The same weights at another working size (W, H): the network is resolution independent,
+    only exported graphs are fixed to one size."""
+    if size is None:
+        return model
+    return with_config(model, input_size=[int(size[0]), int(size[1])])
+
+
+__all__ = ["with_config", "with_input_size", "DistillMatch", "ExportWrapper", "PRESETS", "build_model", "make_config"]

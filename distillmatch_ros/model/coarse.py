@@ -5,7 +5,7 @@ mask) so the exported graph is static; K is ``max_matches`` (capped at the numbe
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,9 +20,23 @@ def logsumexp_last(x: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.exp(x - m).sum(dim=-1, keepdim=True)) + m
 
 
+def band_cells(grid: Tuple[int, int], radius: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For each cell of a row-major grid, the flat indices of the cells within ``radius`` cells
+    of it ([N, (2r+1)^2], clamped at the border) and which of them are inside the grid."""
+    gh, gw = grid
+    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    r = torch.arange(-radius, radius + 1)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    ny = ys.reshape(-1, 1) + dy.reshape(1, -1)
+    nx = xs.reshape(-1, 1) + dx.reshape(1, -1)
+    inside = (ny >= 0) & (ny < gh) & (nx >= 0) & (nx < gw)
+    return ny.clamp(0, gh - 1) * gw + nx.clamp(0, gw - 1), inside
+
+
 class CoarseMatching(nn.Module):
-    def __init__(self, dim: int, layers: int, heads: int, temperature: float):
+    def __init__(self, dim: int, layers: int, heads: int, temperature: float, band: int = 0):
         super().__init__()
+        self.band = band  # >0: match within this many cells of the same position (match_in_band)
         # Even layers attend within an image, odd layers across the two (LoFTR's order).
         self.layers = nn.ModuleList([AttentionLayer(dim, heads) for _ in range(layers)])
         self.temperature = temperature
@@ -47,8 +61,10 @@ class CoarseMatching(nn.Module):
         sim = (fv @ ft.transpose(1, 2)) / (c * self.temperature)
         return torch.softmax(sim, dim=1) * torch.softmax(sim, dim=2)
 
-    def match(self, fv: torch.Tensor, ft: torch.Tensor, threshold: float, k: int):
-        """:meth:`select` of :meth:`confidence` without building the confidence matrix.
+    def match(self, fv: torch.Tensor, ft: torch.Tensor, threshold: float, k: int,
+              grid: Optional[Tuple[int, int]] = None):
+        """:meth:`select` of :meth:`confidence` without building the confidence matrix, or
+        :meth:`match_in_band` when the module has a ``band`` (``grid``: the cells' (h, w)).
 
         In logs, conf_ij = 2 s_ij - R_i - C_j with R, C the row and column log-sum-exps of the
         similarity s, so a row's best thermal cell maximises 2 s_ij - C_j and a column's best
@@ -57,6 +73,10 @@ class CoarseMatching(nn.Module):
         (a strided walk over a 2080x2080 matrix) cost more than the matmul. Same matches and
         scores as ``select(confidence(...))`` up to float rounding (test_matcher_core.py).
         """
+        if self.band > 0:
+            if grid is None:
+                raise ValueError("a banded coarse match needs the grid size")
+            return self.match_in_band(fv, ft, threshold, k, grid)
         scale = 1.0 / (fv.shape[-1] * self.temperature)
         sim = (fv @ ft.transpose(1, 2)) * scale            # [B,N,M]
         sim_t = (ft @ fv.transpose(1, 2)) * scale          # [B,M,N], the same numbers transposed
@@ -67,6 +87,35 @@ class CoarseMatching(nn.Module):
         col_val = torch.exp((2.0 * sim_t - lse_r.transpose(1, 2)).amax(dim=2) - lse_c.squeeze(2))
         # Row and column values come from two matmuls whose sums round differently: a pair is
         # mutual when its column holds nothing better beyond that rounding (1e-4 relative).
+        return self._top_mutual(row_val, row_idx, col_val * (1.0 - 1e-4), threshold, k)
+
+    def match_in_band(self, fv: torch.Tensor, ft: torch.Tensor, threshold: float, k: int,
+                      grid: Tuple[int, int]):
+        """Mutual nearest neighbours of the dual softmax taken over a band: each visible cell
+        competes only for the thermal cells within ``band`` cells of its own position, and each
+        thermal cell only for the visible cells within it.
+
+        For guided passes: the visible image has been warped into the thermal frame by a
+        verified fit, so a right match lies a few cells from its own position, and the whole
+        image holds nothing for it but repeated structure to confuse it with. The full
+        2080x2080 softmaxes, maxima and comparisons at 416x320 were most of the coarse level's
+        time; over the band they are 121 values a cell. Written by hand: the band's indices are
+        constants of the grid, gathered from one similarity matmul (static shapes for export).
+        """
+        b, n, c = fv.shape
+        idx, ok = band_cells(grid, self.band)
+        idx, ok = idx.to(fv.device), ok.to(fv.device)                      # [N, m]
+        cells = torch.arange(n, device=fv.device).unsqueeze(1)
+        sim = ((fv @ ft.transpose(1, 2)) * (1.0 / (c * self.temperature))).reshape(b, n * n)
+        low = torch.full((), -1e4, dtype=sim.dtype, device=sim.device)
+        rows = torch.where(ok, sim[:, (cells * n + idx).reshape(-1)].reshape(b, n, -1), low)  # s[i, band(i)]
+        cols = torch.where(ok, sim[:, (idx * n + cells).reshape(-1)].reshape(b, n, -1), low)  # s[band(j), j]
+        lse_r = logsumexp_last(rows)                                       # [B,N,1]
+        lse_c = logsumexp_last(cols)                                       # [B,M,1]
+        best, at = (2.0 * rows - lse_c.squeeze(2)[:, idx]).max(dim=2)
+        row_val = torch.exp(best - lse_r.squeeze(2))
+        row_idx = torch.gather(idx.expand(b, -1, -1), 2, at.unsqueeze(2)).squeeze(2)
+        col_val = torch.exp((2.0 * cols - lse_r.squeeze(2)[:, idx]).amax(dim=2) - lse_c.squeeze(2))
         return self._top_mutual(row_val, row_idx, col_val * (1.0 - 1e-4), threshold, k)
 
     def _row_max(self, x: torch.Tensor):

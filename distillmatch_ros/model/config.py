@@ -22,6 +22,8 @@ TINY: Dict[str, Any] = {
     "heads": 4,
     "match_threshold": 0.2,       # dual-softmax confidence threshold
     "max_matches": 1024,          # K: static number of returned matches (validity-masked)
+    "coarse_band": 0,             # >0: a cell matches only cells within this many cells of its own
+                                  # position (guided passes: the pair is already nearly aligned); 0: all
     "fine_window_4": 5,           # window (cells) searched at 1/4
     "fine_window_2": 3,           # window (cells) searched at 1/2
     "temperature": 0.1,           # dual-softmax temperature

@@ -46,7 +46,8 @@ class DistillMatch(nn.Module):
         self.cefg = CEFG(d4, cfg["semantic_dim"], d8, cfg["modality_dim"], cfg["cefg_layers"], cfg["heads"],
                          inject=bool(cfg["cefg_inject"]))
         self.stfa = STFA(cfg["semantic_dim"], d8, cfg["heads"])
-        self.coarse = CoarseMatching(d8, cfg["coarse_layers"], cfg["heads"], cfg["temperature"])
+        self.coarse = CoarseMatching(d8, cfg["coarse_layers"], cfg["heads"], cfg["temperature"],
+                                     int(cfg["coarse_band"]))
         self.match_threshold = float(cfg["match_threshold"])
         self.max_matches = int(cfg["max_matches"])
         self.cross_fine = None
@@ -98,7 +99,7 @@ class DistillMatch(nn.Module):
         cv, ct = self.coarse.transform(cv, ct)
         conf = None  # the confidence matrix is built only where a loss reads it (training)
         if coarse_pairs is None:
-            idx_v, idx_t, scores, valid = self.coarse.match(cv, ct, self.match_threshold, self.max_matches)
+            idx_v, idx_t, scores, valid = self.coarse.match(cv, ct, self.match_threshold, self.max_matches, (gh, gw))
         else:
             conf = self.coarse.confidence(cv, ct)
             idx_v, idx_t = coarse_pairs
