@@ -65,6 +65,20 @@ def write_report(result: Any, json_path: Optional[Union[str, Path]] = None, *,
     return result
 
 
+def scores_on_sets(match, sets: str, data: Union[str, Path] = DATA, limit: int = 40,
+                   label: Callable[[str], str] = str) -> dict:
+    """AUC@5/10, precision@3 and seconds per pair of ``match`` on each of the comma-separated
+    npz ``sets`` (a folder, or a name under ``data``), by the evaluation protocol, keyed
+    ``<label(set)>/<metric>``: the row the sweeps over checkpoints and read-outs print."""
+    from distillmatch_ros.evaluation import evaluate_matcher
+    row = {}
+    for name in sets.split(","):
+        folder = Path(name) if Path(name).is_dir() else Path(data) / name
+        r = evaluate_matcher(match, str(folder), limit=limit)
+        row.update({f"{label(name)}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
+    return row
+
+
 def machine_stamp(threads: Optional[int] = None, *, detail: bool = False) -> dict:
     """``machine`` and ``date`` keys for a report: figures from different machines and days are
     not comparable, so a report says where and when it was made.

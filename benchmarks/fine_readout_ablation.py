@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import DATA, write_report
+from benchmarks.common import DATA, scores_on_sets, write_report
 from distillmatch_ros.checkpoint import load_checkpoint
-from distillmatch_ros.evaluation import evaluate_matcher
 from distillmatch_ros.matcher import Matcher, resolve_model
 
 VARIANTS = ("shipped", "no_fine2", "no_subpixel", "no_fine2+no_subpixel", "soft_fine2")
@@ -63,11 +62,7 @@ def main(argv=None) -> int:
     rows = []
     for variant in a.variants.split(","):
         m = Matcher.from_model(ablated(a.checkpoint, variant), backend="torch")
-        row = {"variant": variant}
-        for name in a.sets.split(","):
-            folder = Path(name) if Path(name).is_dir() else Path(a.data) / name
-            r = evaluate_matcher(m.match, str(folder), limit=a.limit)
-            row.update({f"{folder.name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
+        row = {"variant": variant, **scores_on_sets(m.match, a.sets, a.data, a.limit, label=lambda n: Path(n).name)}
         rows.append(row)
         print(row, flush=True)
     write_report(rows, a.json, show=False)

@@ -10,13 +10,11 @@ it reports AUC@5/10, precision@3 and time per pair with the evaluation protocol
 (``distillmatch_ros.evaluation``).
 """
 import argparse
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import DATA, write_report
+from benchmarks.common import DATA, scores_on_sets, write_report
 from distillmatch_ros.checkpoint import load_checkpoint
-from distillmatch_ros.evaluation import evaluate_matcher
 from distillmatch_ros.matcher import Matcher
 from distillmatch_ros.model import with_input_size
 
@@ -45,11 +43,8 @@ def main() -> int:
                 for passes in (int(p) for p in a.passes.split(",")):
                     m = Matcher.from_model(sized, backend="torch", match_threshold=thr, guided_pass=passes > 1,
                                            guided_passes=max(1, passes - 1))
-                    row = {"checkpoint": ck, "size": s, "threshold": thr, "passes": passes}
-                    for name in a.sets.split(","):
-                        folder = Path(name) if Path(name).is_dir() else Path(a.data) / name
-                        r = evaluate_matcher(m.match, str(folder), limit=a.limit)
-                        row.update({f"{name}/{k}": round(r[k], 3) for k in ("auc5", "auc10", "prec3", "sec")})
+                    row = {"checkpoint": ck, "size": s, "threshold": thr, "passes": passes,
+                           **scores_on_sets(m.match, a.sets, a.data, a.limit)}
                     rows.append(row)
                     print(row, flush=True)
     write_report(rows, a.json, show=False)
