@@ -5,7 +5,7 @@ mask) so the exported graph is static; K is ``max_matches`` (capped at the numbe
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,7 @@ class CoarseMatching(nn.Module):
     def __init__(self, dim: int, layers: int, heads: int, temperature: float, band: int = 0):
         super().__init__()
         self.band = band  # >0: match within this many cells of the same position (match_in_band)
+        self._band_cache: Dict[Tuple, Tuple[torch.Tensor, ...]] = {}  # _band_indices
         # Even layers attend within an image, odd layers across the two (LoFTR's order).
         self.layers = nn.ModuleList([AttentionLayer(dim, heads) for _ in range(layers)])
         self.temperature = temperature
@@ -103,13 +104,11 @@ class CoarseMatching(nn.Module):
         constants of the grid, gathered from one similarity matmul (static shapes for export).
         """
         b, n, c = fv.shape
-        idx, ok = band_cells(grid, self.band)
-        idx, ok = idx.to(fv.device), ok.to(fv.device)                      # [N, m]
-        cells = torch.arange(n, device=fv.device).unsqueeze(1)
+        idx, ok, at_rows, at_cols = self._band_indices(grid, fv.device)
         sim = ((fv @ ft.transpose(1, 2)) * (1.0 / (c * self.temperature))).reshape(b, n * n)
         low = torch.full((), -1e4, dtype=sim.dtype, device=sim.device)
-        rows = torch.where(ok, sim[:, (cells * n + idx).reshape(-1)].reshape(b, n, -1), low)  # s[i, band(i)]
-        cols = torch.where(ok, sim[:, (idx * n + cells).reshape(-1)].reshape(b, n, -1), low)  # s[band(j), j]
+        rows = torch.where(ok, sim[:, at_rows].reshape(b, n, -1), low)  # s[i, band(i)]
+        cols = torch.where(ok, sim[:, at_cols].reshape(b, n, -1), low)  # s[band(j), j]
         lse_r = logsumexp_last(rows)                                       # [B,N,1]
         lse_c = logsumexp_last(cols)                                       # [B,M,1]
         best, at = (2.0 * rows - lse_c.squeeze(2)[:, idx]).max(dim=2)
@@ -117,6 +116,19 @@ class CoarseMatching(nn.Module):
         row_idx = torch.gather(idx.expand(b, -1, -1), 2, at.unsqueeze(2)).squeeze(2)
         col_val = torch.exp((2.0 * cols - lse_r.squeeze(2)[:, idx]).amax(dim=2) - lse_c.squeeze(2))
         return self._top_mutual(row_val, row_idx, col_val * (1.0 - 1e-4), threshold, k)
+
+    def _band_indices(self, grid: Tuple[int, int], device):
+        """:func:`band_cells` and the flat positions of each band's row and column in the
+        similarity matrix, made once per grid and device (a stream calls this every frame)."""
+        key = (tuple(grid), self.band, str(device))
+        if key not in self._band_cache:
+            with torch.inference_mode(False):  # plain tensors: usable outside inference mode too
+                idx, ok = band_cells(grid, self.band)
+                n = idx.shape[0]
+                cells = torch.arange(n).unsqueeze(1)
+                self._band_cache[key] = tuple(t.to(device) for t in (idx, ok, (cells * n + idx).reshape(-1),
+                                                                      (idx * n + cells).reshape(-1)))
+        return self._band_cache[key]
 
     def _row_max(self, x: torch.Tensor):
         """Max and first argmax over the last axis. ``argmax_by_compare``: the index as the
