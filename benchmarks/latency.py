@@ -15,7 +15,8 @@ Peers at the same size, same threads: kornia's LoFTR architecture with random we
 ``--variants``: the shipped matcher on each backend (``auto`` as a user gets it) over the dev sets'
 pairs (../shared/data), accuracy by the protocol (evaluation.py) and median time per pair of the
 match call, the variants taking turns pair by pair so that a drifting machine load hits all of
-them alike. ``previous`` is the default backend of another checkout (``--baseline-root``, e.g. a
+them alike. Precision is reported for all the returned matches and for those a verified fit
+flags as inliers (``MatchResult.inliers``, the node's ``inliers`` field). ``previous`` is the default backend of another checkout (``--baseline-root``, e.g. a
 worktree of the commit before a change), run in a child process fed the same pairs. A suffix
 sets matcher options: ``auto:single`` runs one full-size pass instead of the default guided
 passes (``guided_pass`` off), ``auto:guided_passes=1`` any ``option=value[+option=value]``.
@@ -98,7 +99,8 @@ for line in sys.stdin:
     t0 = time.perf_counter()
     r = m.match(pair["visible"], pair["thermal"])
     sec = time.perf_counter() - t0
-    print(json.dumps({"sec": sec, "kv": r.visible_points.tolist(), "kt": r.thermal_points.tolist()}), flush=True)
+    print(json.dumps({"sec": sec, "kv": r.visible_points.tolist(), "kt": r.thermal_points.tolist(),
+                      "inliers": r.inliers.tolist()}), flush=True)
 """
 
 
@@ -129,7 +131,8 @@ class BaselineMatcher:
         self.proc.stdin.write(path + "\n")
         self.proc.stdin.flush()
         r = self._reply()
-        return np.asarray(r["kv"], float).reshape(-1, 2), np.asarray(r["kt"], float).reshape(-1, 2), r["sec"]
+        return (np.asarray(r["kv"], float).reshape(-1, 2), np.asarray(r["kt"], float).reshape(-1, 2), r["sec"],
+                np.asarray(r["inliers"], bool).reshape(-1))
 
     def close(self):
         self.proc.stdin.close()
@@ -176,7 +179,8 @@ def variants_run(args) -> int:
             pair = evaluation.load_pair_npz(path)
             t = time.perf_counter()
             r = m.match(pair["visible"], pair["thermal"])
-            return r.visible_points, r.thermal_points, time.perf_counter() - t
+            sec = time.perf_counter() - t
+            return r.visible_points, r.thermal_points, sec, r.inliers.astype(bool)
         runners[name], labels[name] = run, f"{m.backend_choice} (start {start_s:.1f} s)"
     report = {**machine_stamp(args.threads), "variants": labels, "sets": {}}
     for s in args.sets.split(","):
@@ -188,11 +192,15 @@ def variants_run(args) -> int:
         for path in files:
             gt = evaluation.load_pair_npz(path)
             for n in names:
-                kv, kt, sec = runners[n](path)
+                kv, kt, sec, inliers = runners[n](path)
                 row = evaluation.evaluate_pair(gt, kv, kt)
                 row["sec"] = sec
+                inl = evaluation.evaluate_pair(gt, kv[inliers], kt[inliers]) if inliers.any() else {"n": 0, "ncm": 0}
+                row["n_inliers"], row["ncm_inliers"] = inl["n"], inl["ncm"]
                 rows[n].append(row)
         table = {n: evaluation.summarize(r) for n, r in rows.items()}
+        for n, r in rows.items():  # the matches a verified fit flags as inliers (MatchResult.inliers)
+            table[n]["prec3_inliers"] = sum(x["ncm_inliers"] for x in r) / max(1, sum(x["n_inliers"] for x in r))
         ref = table[names[0]]
         for n in names:
             t = table[n]
@@ -200,7 +208,8 @@ def variants_run(args) -> int:
             t["time_ratio_vs_first"] = t["ms"] / (ref["sec"] * 1e3 if "sec" in ref else ref["ms"])
             t["auc10_minus_first"] = t["auc10"] - ref["auc10"]
             print(f"{s:22s} {n:18s} AUC@3/5/10 {t['auc3']:.3f}/{t['auc5']:.3f}/{t['auc10']:.3f} "
-                  f"prec@3 {t['prec3']:.3f} | {t['ms']:6.1f} ms/pair | x{t['time_ratio_vs_first']:.2f} time, "
+                  f"prec@3 {t['prec3']:.3f} (inliers {t['prec3_inliers']:.3f}) | {t['ms']:6.1f} ms/pair | "
+                  f"x{t['time_ratio_vs_first']:.2f} time, "
                   f"{t['auc10_minus_first']:+.3f} AUC@10 vs {names[0]}", flush=True)
         report["sets"][s] = table
     for fn in runners.values():

@@ -33,6 +33,8 @@ BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "openvino", "openvino_in
 ONNX_OPSET = 17
 #: Changes whenever the exported graph changes for the same weights (cached exports are keyed by it).
 GRAPH_VERSION = 5
+#: Version of the banded graphs (coarse_band > 0) within GRAPH_VERSION; 2: the blocked band similarity.
+BAND_GRAPH_VERSION = 2
 
 
 def _device_reason(device: str) -> Optional[str]:
@@ -83,6 +85,8 @@ def model_hash(model: DistillMatch) -> str:
     without a coarse band hashes as before the key existed: the graphs, INT8 models and ``auto``
     records a machine already holds stay valid."""
     cfg = {k: v for k, v in model.config.items() if not (k == "coarse_band" and not v)}
+    if cfg.get("coarse_band"):  # only the banded graphs changed since: only theirs are rebuilt
+        cfg["band_graph_version"] = BAND_GRAPH_VERSION
     h = hashlib.sha256(repr(sorted(cfg.items())).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())

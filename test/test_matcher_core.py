@@ -60,13 +60,16 @@ def test_coarse_fast_path_equals_dual_softmax():
     torch.testing.assert_close(got[2], ref[2], rtol=1e-4, atol=1e-6)
 
 
-def test_coarse_band_is_the_dual_softmax_over_the_band():
+@pytest.mark.parametrize("gh, gw", [(12, 15), (13, 9)])
+def test_coarse_band_is_the_dual_softmax_over_the_band(gh, gw):
     """CoarseMatching.match_in_band selects what select() gives on a confidence matrix whose
     similarity is -inf outside the band (each cell competes only for cells within ``band``
-    cells of its own position), and equals the whole-image match when the band covers the grid."""
+    cells of its own position), and equals the whole-image match when the band covers the grid.
+    Both grids take the blocked similarity (_band_similarity), one of them with a last block
+    of fewer grid rows than BAND_BLOCK_ROWS."""
     from distillmatch_ros.model.coarse import CoarseMatching, band_cells
     torch.manual_seed(1)
-    gh, gw = 12, 15
+    assert CoarseMatching(32, 0, 4, 0.1, band=2)._band_indices((gh, gw), "cpu")[4] is not None
     base = torch.randn(2, gh * gw, 32)
     fv, ft = base * 1.5, base * 1.5 + 0.9 * torch.randn(2, gh * gw, 32)
     idx, ok = band_cells((gh, gw), 2)
@@ -85,7 +88,7 @@ def test_coarse_band_is_the_dual_softmax_over_the_band():
         for i, j, v in zip(got[0][b], got[1][b], got[3][b], strict=True):
             assert not v or (abs(int(i) // gw - int(j) // gw) <= 2 and abs(int(i) % gw - int(j) % gw) <= 2)
     torch.testing.assert_close(got[2], ref[2], rtol=1e-4, atol=1e-6)
-    wide = CoarseMatching(32, 0, 4, 0.1, band=gw).match(fv, ft, 0.05, gh * gw, (gh, gw))
+    wide = CoarseMatching(32, 0, 4, 0.1, band=max(gh, gw)).match(fv, ft, 0.05, gh * gw, (gh, gw))
     free = whole.match(fv, ft, 0.05, gh * gw)
     assert torch.equal(wide[3], free[3])
     assert {(int(i), int(j)) for i, j, v in zip(wide[0][0], wide[1][0], wide[3][0], strict=True) if v} == \
@@ -202,16 +205,22 @@ def test_coordinates_map_back_with_known_homography(matcher):
     assert r.inliers.all()
 
 
-@pytest.mark.parametrize("checkpoint", ["tiny_checkpoint", "cross_checkpoint"])
-def test_onnxruntime_matches_torch(checkpoint, request):
+@pytest.mark.parametrize("checkpoint, graph", [("tiny_checkpoint", "whole"), ("cross_checkpoint", "whole"),
+                                               ("tiny_checkpoint", "guided")])
+def test_onnxruntime_matches_torch(checkpoint, graph, request):
+    """The exported graph gives the same matches: the whole-image one (both fine stages) and the
+    guided passes' banded one (its blocked similarity, CoarseMatching._band_similarity)."""
     pytest.importorskip("onnxruntime")
     path = request.getfixturevalue(checkpoint)  # both fine stages export as static graphs
     a = Matcher(path, backend="torch", match_threshold=0.0)
     b = Matcher(path, backend="onnxruntime", match_threshold=0.0)
     vis, th = _textured(256, 320, 3), _textured(256, 320, 4)
     ta, tt = to_tensor(vis, a.input_size), to_tensor(th, a.input_size)
-    pa, qa, sa, va = a._backend(ta, tt)
-    pb, qb, sb, vb = b._backend(ta, tt)
+    ga, gb = (a._backend, b._backend) if graph == "whole" else (a._graph(graph), b._graph(graph))
+    if graph == "guided":  # a band the blocked similarity serves (not as tall as the 16x20 grid)
+        assert ga.model.config["coarse_band"] > 0 and ga.model.coarse._band_indices((16, 20), "cpu")[4] is not None
+    pa, qa, sa, va = ga(ta, tt)
+    pb, qb, sb, vb = gb(ta, tt)
     key_a = {(round(float(x), 1), round(float(y), 1)): i for i, (x, y) in enumerate(pa) if va[i]}
     same, close = 0, 0
     for i, (x, y) in enumerate(pb):

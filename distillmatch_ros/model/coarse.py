@@ -101,11 +101,11 @@ class CoarseMatching(nn.Module):
         image holds nothing for it but repeated structure to confuse it with. The full
         2080x2080 softmaxes, maxima and comparisons at 416x320 were most of the coarse level's
         time; over the band they are 121 values a cell. Written by hand: the band's indices are
-        constants of the grid, gathered from one similarity matmul (static shapes for export).
+        constants of the grid (static shapes for export), gathered from :meth:`_band_similarity`.
         """
         b, n, c = fv.shape
-        idx, ok, at_rows, at_cols = self._band_indices(grid, fv.device)
-        sim = ((fv @ ft.transpose(1, 2)) * (1.0 / (c * self.temperature))).reshape(b, n * n)
+        idx, ok, at_rows, at_cols, windows = self._band_indices(grid, fv.device)
+        sim = self._band_similarity(fv, ft, grid, windows) * (1.0 / (c * self.temperature))
         low = torch.full((), -1e4, dtype=sim.dtype, device=sim.device)
         rows = torch.where(ok, sim[:, at_rows].reshape(b, n, -1), low)  # s[i, band(i)]
         cols = torch.where(ok, sim[:, at_cols].reshape(b, n, -1), low)  # s[band(j), j]
@@ -117,18 +117,66 @@ class CoarseMatching(nn.Module):
         col_val = torch.exp((2.0 * cols - lse_r.squeeze(2)[:, idx]).amax(dim=2) - lse_c.squeeze(2))
         return self._top_mutual(row_val, row_idx, col_val * (1.0 - 1e-4), threshold, k)
 
+    #: Visible grid rows per block of the banded similarity (_band_similarity): each block is
+    #: one matmul against the thermal rows within the band of it, BAND_BLOCK_ROWS + 2 band rows.
+    #: Fewer rows a block do fewer products but smaller matmuls; 4 at 416x320 (40 rows, band 5)
+    #: computes 14 of the 40 thermal rows for each visible row.
+    BAND_BLOCK_ROWS = 4
+
+    def _band_similarity(self, fv: torch.Tensor, ft: torch.Tensor, grid: Tuple[int, int],
+                         windows: Optional[torch.Tensor]) -> torch.Tensor:
+        """The similarities a band reads, flat [B, *]: with ``windows`` (:meth:`_band_indices`),
+        for each block of BAND_BLOCK_ROWS visible grid rows, its products with the thermal rows
+        within ``band`` rows of the block, one batched matmul; without (a band as tall as the
+        grid), the whole [N, N] matrix. Why blocks: the whole matrix computed 40 thermal rows
+        for each visible row where the band reads 11 (416x320, band 5). Written by hand: a
+        windowed correlation over a 2-D grid of tokens is no op ONNX, OpenVINO or TensorRT have."""
+        b, n, c = fv.shape
+        if windows is None:
+            return (fv @ ft.transpose(1, 2)).reshape(b, n * n)
+        gh, gw = grid
+        rows = self.BAND_BLOCK_ROWS
+        blocks = -(-gh // rows)
+        fv_blocks = torch.cat([fv, fv.new_zeros(b, blocks * rows * gw - n, c)], 1).reshape(b, blocks, rows * gw, c)
+        # Thermal rows padded by the band above and below, and each block's window of them.
+        pad = ft.new_zeros(b, self.band * gw, c)
+        ft_pad = torch.cat([pad, ft, pad, ft.new_zeros(b, (blocks * rows - gh) * gw, c)], 1)
+        ft_win = ft_pad[:, windows].reshape(b, blocks, -1, c)
+        return (fv_blocks @ ft_win.transpose(2, 3)).reshape(b, -1)
+
     def _band_indices(self, grid: Tuple[int, int], device):
-        """:func:`band_cells` and the flat positions of each band's row and column in the
-        similarity matrix, made once per grid and device (a stream calls this every frame)."""
+        """:func:`band_cells`; the flat positions in :meth:`_band_similarity`'s output of each
+        band's row (visible cell i against the thermal cells of its band) and column (thermal
+        cell j against the visible cells of its band); and the padded thermal rows of each
+        block's window (None when the band is as tall as the grid: the whole matrix is no more
+        work). Made once per grid and device (a stream calls this every frame)."""
         key = (tuple(grid), self.band, str(device))
         if key not in self._band_cache:
             with torch.inference_mode(False):  # plain tensors: usable outside inference mode too
-                idx, ok = band_cells(grid, self.band)
-                n = idx.shape[0]
-                cells = torch.arange(n).unsqueeze(1)
-                self._band_cache[key] = tuple(t.to(device) for t in (idx, ok, (cells * n + idx).reshape(-1),
-                                                                      (idx * n + cells).reshape(-1)))
+                self._band_cache[key] = tuple(None if t is None else t.to(device)
+                                              for t in self._make_band_indices(grid))
         return self._band_cache[key]
+
+    def _make_band_indices(self, grid: Tuple[int, int]):
+        gh, gw = grid
+        idx, ok = band_cells(grid, self.band)
+        n = idx.shape[0]
+        cells = torch.arange(n).unsqueeze(1)
+        rows, r = self.BAND_BLOCK_ROWS, self.band
+        span = rows + 2 * r  # thermal rows in a block's window
+        if span >= gh:
+            return idx, ok, (cells * n + idx).reshape(-1), (idx * n + cells).reshape(-1), None
+
+        def flat(vis: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+            """Position of (visible cell, thermal cell) in the blocks' products, 0 outside a band."""
+            block, local = torch.div(vis // gw, rows, rounding_mode="floor"), vis % (rows * gw)
+            th_row = th // gw - block * rows + r  # the thermal row within the block's window
+            pos = (block * (rows * gw) + local) * (span * gw) + th_row * gw + th % gw
+            return torch.where(ok, pos, torch.zeros_like(pos)).reshape(-1)
+
+        blocks = -(-gh // rows)
+        windows = (torch.arange(blocks).unsqueeze(1) * rows * gw + torch.arange(span * gw)).reshape(-1)
+        return idx, ok, flat(cells.expand_as(idx), idx), flat(idx, cells.expand_as(idx)), windows
 
     def _row_max(self, x: torch.Tensor):
         """Max and first argmax over the last axis. ``argmax_by_compare``: the index as the
