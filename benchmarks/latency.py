@@ -16,7 +16,8 @@ Peers at the same size, same threads: kornia's LoFTR architecture with random we
 pairs (../shared/data), accuracy by the protocol (evaluation.py) and median time per pair of the
 match call, the variants taking turns pair by pair so that a drifting machine load hits all of
 them alike. Precision is reported for all the returned matches and for those a verified fit
-flags as inliers (``MatchResult.inliers``, the node's ``inliers`` field). ``previous`` is the default backend of another checkout (``--baseline-root``, e.g. a
+flags as inliers (``MatchResult.inliers``, the node's ``inliers`` field). ``previous`` is the
+default backend of another checkout (``--baseline-root``, e.g. a
 worktree of the commit before a change), run in a child process fed the same pairs. A suffix
 sets matcher options: ``auto:single`` runs one full-size pass instead of the default guided
 passes (``guided_pass`` off), ``auto:guided_passes=1`` any ``option=value[+option=value]``.

@@ -136,7 +136,9 @@ class CoarseMatching(nn.Module):
             return (fv @ ft.transpose(1, 2)).reshape(b, n * n)
         gh, gw = grid
         rows = self.BAND_BLOCK_ROWS
-        blocks = -(-gh // rows)
+        # (gh + rows - 1) // rows, not -(-gh // rows): a traced export divides integers with
+        # truncation, which rounds a negative quotient up (34 rows exported 8 blocks, not 9).
+        blocks = (gh + rows - 1) // rows
         fv_blocks = torch.cat([fv, fv.new_zeros(b, blocks * rows * gw - n, c)], 1).reshape(b, blocks, rows * gw, c)
         # Thermal rows padded by the band above and below, and each block's window of them.
         pad = ft.new_zeros(b, self.band * gw, c)
@@ -174,7 +176,7 @@ class CoarseMatching(nn.Module):
             pos = (block * (rows * gw) + local) * (span * gw) + th_row * gw + th % gw
             return torch.where(ok, pos, torch.zeros_like(pos)).reshape(-1)
 
-        blocks = -(-gh // rows)
+        blocks = (gh + rows - 1) // rows
         windows = (torch.arange(blocks).unsqueeze(1) * rows * gw + torch.arange(span * gw)).reshape(-1)
         return idx, ok, flat(cells.expand_as(idx), idx), flat(idx, cells.expand_as(idx)), windows
 
