@@ -135,22 +135,18 @@ class CoarseMatching(nn.Module):
         if windows is None:
             return (fv @ ft.transpose(1, 2)).reshape(b, n * n)
         gh, gw = grid
-        rows = self.BAND_BLOCK_ROWS
-        # (gh + rows - 1) // rows, not -(-gh // rows): a traced export divides integers with
-        # truncation, which rounds a negative quotient up (34 rows exported 8 blocks, not 9).
-        blocks = (gh + rows - 1) // rows
+        rows, blocks = self.BAND_BLOCK_ROWS, windows.shape[0]
         fv_blocks = torch.cat([fv, fv.new_zeros(b, blocks * rows * gw - n, c)], 1).reshape(b, blocks, rows * gw, c)
         # Thermal rows padded by the band above and below, and each block's window of them.
         pad = ft.new_zeros(b, self.band * gw, c)
         ft_pad = torch.cat([pad, ft, pad, ft.new_zeros(b, (blocks * rows - gh) * gw, c)], 1)
-        ft_win = ft_pad[:, windows].reshape(b, blocks, -1, c)
-        return (fv_blocks @ ft_win.transpose(2, 3)).reshape(b, -1)
+        return (fv_blocks @ ft_pad[:, windows].transpose(2, 3)).reshape(b, -1)
 
     def _band_indices(self, grid: Tuple[int, int], device):
         """:func:`band_cells`; the flat positions in :meth:`_band_similarity`'s output of each
         band's row (visible cell i against the thermal cells of its band) and column (thermal
         cell j against the visible cells of its band); and the padded thermal rows of each
-        block's window (None when the band is as tall as the grid: the whole matrix is no more
+        block's window, [blocks, rows] (None when the band is as tall as the grid: the whole matrix is no more
         work). Made once per grid and device (a stream calls this every frame)."""
         key = (tuple(grid), self.band, str(device))
         if key not in self._band_cache:
@@ -176,8 +172,10 @@ class CoarseMatching(nn.Module):
             pos = (block * (rows * gw) + local) * (span * gw) + th_row * gw + th % gw
             return torch.where(ok, pos, torch.zeros_like(pos)).reshape(-1)
 
+        # The block count lives only in windows' shape, so an export never divides a traced shape
+        # (its integer division truncates: -(-34 // 4) once exported as 8 blocks, not 9).
         blocks = (gh + rows - 1) // rows
-        windows = (torch.arange(blocks).unsqueeze(1) * rows * gw + torch.arange(span * gw)).reshape(-1)
+        windows = torch.arange(blocks).unsqueeze(1) * rows * gw + torch.arange(span * gw)  # [blocks, span*gw]
         return idx, ok, flat(cells.expand_as(idx), idx), flat(idx, cells.expand_as(idx)), windows
 
     def _row_max(self, x: torch.Tensor):
