@@ -145,9 +145,9 @@ class CoarseMatching(nn.Module):
     def _band_indices(self, grid: Tuple[int, int], device):
         """:func:`band_cells`; the flat positions in :meth:`_band_similarity`'s output of each
         band's row (visible cell i against the thermal cells of its band) and column (thermal
-        cell j against the visible cells of its band); and the padded thermal rows of each
-        block's window, [blocks, rows] (None when the band is as tall as the grid: the whole matrix is no more
-        work). Made once per grid and device (a stream calls this every frame)."""
+        cell j against the visible cells of its band); and each block's window of padded thermal
+        cells, [blocks, window cells] (None when the band is as tall as the grid: the whole matrix
+        is no more work). Made once per grid and device (a stream calls this every frame)."""
         key = (tuple(grid), self.band, str(device))
         if key not in self._band_cache:
             with torch.inference_mode(False):  # plain tensors: usable outside inference mode too
