@@ -9,7 +9,7 @@ graphs built by different checkouts (a worktree of the commit before a change) c
 process: on this shared 2-core machine the host's speed moves by 1.3x within minutes, and
 graphs timed in separate processes or minutes apart gave contradicting ratios. The order
 alternates every round; the figure to use is the median of the per-round ratios to the first
-graph. Compiled as the OpenVINO backend compiles (backends.OpenVinoBackend).
+graph. Compiled as the OpenVINO backend compiles (backends.openvino_settings).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine_stamp, write_report
+from distillmatch_ros.backends import openvino_settings
 
 
 def main() -> int:
@@ -38,8 +39,7 @@ def main() -> int:
         if not eq or not Path(path).expanduser().is_file():
             raise SystemExit(f"{item!r}: expected name=path of an existing graph file")
         compiled = core.compile_model(core.read_model(str(Path(path).expanduser())), "CPU",
-                                      {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                       "INFERENCE_NUM_THREADS": a.threads})
+                                      openvino_settings(a.threads))
         shape = tuple(compiled.input("visible").get_shape())
         names.append(name)
         requests.append(compiled.create_infer_request())

@@ -196,8 +196,8 @@ def variants_run(args) -> int:
                 kv, kt, sec, inliers = runners[n](path)
                 row = evaluation.evaluate_pair(gt, kv, kt)
                 row["sec"] = sec
-                inl = evaluation.evaluate_pair(gt, kv[inliers], kt[inliers]) if inliers.any() else {"n": 0, "ncm": 0}
-                row["n_inliers"], row["ncm_inliers"] = inl["n"], inl["ncm"]
+                row["n_inliers"] = int(inliers.sum())
+                row["ncm_inliers"] = int(evaluation.correct_matches(gt, kv[inliers], kt[inliers]).sum())
                 rows[n].append(row)
         table = {n: evaluation.summarize(r) for n, r in rows.items()}
         for n, r in rows.items():  # the matches a verified fit flags as inliers (MatchResult.inliers)

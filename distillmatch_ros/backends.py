@@ -230,6 +230,12 @@ class OnnxRuntimeBackend:
         return out[0], out[1], out[2], out[3]
 
 
+def openvino_settings(threads: int) -> dict:
+    """How OpenVinoBackend compiles: FP32 (see its docstring on BF16), one latency-bound request
+    on ``threads`` threads."""
+    return {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+
+
 class OpenVinoBackend:
     """OpenVINO's CPU plugin on the static ONNX export (its own flavour: export_onnx), FP32;
     ``int8``: the NNCF-quantised model (quantize.py), built once into the cache as OpenVINO IR.
@@ -258,8 +264,7 @@ class OpenVinoBackend:
             from . import quantize
             path = quantize.openvino_int8(self.onnx_path, prepare)
         self.model_path = path
-        self.session_settings = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        self.session_settings = openvino_settings(torch.get_num_threads())
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", self.session_settings)
         self.request = self.compiled.create_infer_request()
 

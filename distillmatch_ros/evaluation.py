@@ -121,18 +121,24 @@ def evaluate_pair(gt: Dict[str, np.ndarray], kv, kt, correct_px: float = CORRECT
     truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
     kv = np.asarray(kv, np.float64).reshape(-1, 2)
     kt = np.asarray(kt, np.float64).reshape(-1, 2)
+    correct = correct_matches(truth, kv, kt, correct_px)
+    n, ncm = len(kv), int(correct.sum())
+    return {"n": n, "ncm": ncm, "prec": float(ncm / n) if n else 0.0, "err": homography_error(truth, kv, kt)}
+
+
+def correct_matches(gt, kv, kt, correct_px: float = CORRECT_PX) -> np.ndarray:
+    """Which matches (N bool) lie within ``correct_px`` of the ground truth (normalised px);
+    a thermal point where dense ground truth is undefined counts as wrong."""
+    truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
+    kv = np.asarray(kv, np.float64).reshape(-1, 2)
+    kt = np.asarray(kt, np.float64).reshape(-1, 2)
     if len(kv) != len(kt):
         raise ValueError(f"visible and thermal point counts differ ({len(kv)} vs {len(kt)})")
-    n = len(kv)
-    if n:
-        reproj = np.linalg.norm(truth(kt) - kv, axis=1) / truth.scale
-        with np.errstate(invalid="ignore"):
-            correct = reproj < correct_px  # NaN compares False: undefined counts as wrong
-        ncm = int(correct.sum())
-        prec = float(ncm / n)
-    else:
-        ncm, prec = 0, 0.0
-    return {"n": n, "ncm": ncm, "prec": prec, "err": homography_error(truth, kv, kt)}
+    if not len(kv):
+        return np.zeros(0, bool)
+    reproj = np.linalg.norm(truth(kt) - kv, axis=1) / truth.scale
+    with np.errstate(invalid="ignore"):
+        return reproj < correct_px  # NaN compares False
 
 
 def homography_error(truth: GroundTruth, kv: np.ndarray, kt: np.ndarray) -> float:
