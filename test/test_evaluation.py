@@ -123,3 +123,25 @@ def test_load_pair_npz_rejects_missing_ground_truth(tmp_path):
     np.savez(tmp_path / "bad.npz", visible=np.zeros((8, 8), np.uint8), thermal=np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match="ground truth"):
         ev.load_pair_npz(str(tmp_path / "bad.npz"))
+
+
+def test_noise_floor_perturbs_alike_for_every_variant():
+    """benchmarks.dev_noise_floor: seed 0 passes the pair through; a seed gives the same small
+    noise to the same image whichever variant asks (so variants are compared on equal inputs),
+    other noise for another seed, and refuses what it is not defined for."""
+    from benchmarks.dev_noise_floor import parse_variant, perturbed
+    assert parse_variant("shipped") == {}
+    assert parse_variant("fine_window_4=3+fine_expectation=soft") == {"fine_window_4": 3, "fine_expectation": "soft"}
+    with pytest.raises(SystemExit, match="key=value"):
+        parse_variant("fine_window_4")
+    seen = []
+    match = lambda v, t: seen.append(t) or t  # noqa: E731
+    rng = np.random.default_rng(0)
+    vis, th = rng.integers(0, 256, (48, 64), dtype=np.uint8), rng.integers(0, 256, (48, 64), dtype=np.uint8)
+    assert perturbed(match, 0, 0.5)(vis, th) is th
+    a, b, c = perturbed(match, 1, 0.5)(vis, th), perturbed(match, 1, 0.5)(vis, th), perturbed(match, 2, 0.5)(vis, th)
+    assert a.dtype == np.uint8 and np.array_equal(a, b) and not np.array_equal(a, c)
+    diff = np.abs(a.astype(int) - th)
+    assert 0.1 < (diff > 0).mean() < 0.6 and diff.max() <= 3
+    with pytest.raises(SystemExit, match="8-bit"):
+        perturbed(match, 1, 0.5)(vis, th.astype(np.uint16))
