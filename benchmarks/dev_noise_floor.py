@@ -9,13 +9,16 @@ Seed 0 matches the pairs as stored. Seed s > 0 adds Gaussian noise of ``--sigma`
 image's bytes). The matcher's guided passes iterate on their own fits, so a change that small
 can send a pair down another path: on 2026-12-06 the shipped model's RoadScene homography AUC@10
 spanned 0.59-0.64 over four seeds. A variant is any set of model config keys that hold no weights
-(``key=value``, several joined by ``+``), applied to the shipped weights (``with_config``);
-``shipped`` is the model as it is.
+(``key=value``, several joined by ``+``; a size as ``WxH``), applied to the model's weights
+(``with_config``); ``shipped`` is the model as it is. A training checkpoint runs at its training
+size and threshold unless told, e.g. ``--model runs/x/best.pt --variants
+input_size=416x320+match_threshold=0.1`` (what ``training.export`` writes into the shipped model).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import zlib
 from typing import Any, Dict
 
@@ -32,7 +35,7 @@ METRICS = ("auc5", "auc10", "prec3")
 
 def parse_variant(text: str) -> Dict[str, Any]:
     """``shipped`` -> {}; ``fine_window_4=3+fine_expectation=soft`` -> config changes (JSON
-    values where they parse, strings otherwise)."""
+    values where they parse, ``WxH`` as [W, H], strings otherwise)."""
     if text == "shipped":
         return {}
     changes = {}
@@ -40,6 +43,9 @@ def parse_variant(text: str) -> Dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"a variant is 'shipped' or key=value[+key=value], got {item!r}")
+        if re.fullmatch(r"\d+x\d+", value):
+            changes[key] = [int(v) for v in value.split("x")]
+            continue
         try:
             changes[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -132,6 +132,7 @@ def test_noise_floor_perturbs_alike_for_every_variant():
     from benchmarks.dev_noise_floor import parse_variant, perturbed
     assert parse_variant("shipped") == {}
     assert parse_variant("fine_window_4=3+fine_expectation=soft") == {"fine_window_4": 3, "fine_expectation": "soft"}
+    assert parse_variant("input_size=416x320+match_threshold=0.1") == {"input_size": [416, 320], "match_threshold": 0.1}
     with pytest.raises(SystemExit, match="key=value"):
         parse_variant("fine_window_4")
     seen = []
