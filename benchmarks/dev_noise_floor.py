@@ -8,7 +8,7 @@ Seed 0 matches the pairs as stored. Seed s > 0 adds Gaussian noise of ``--sigma`
 (default 0.5) to the 8-bit thermal image, the same noise for every variant (seeded by s and the
 image's bytes). The matcher's guided passes iterate on their own fits, so a change that small
 can send a pair down another path: on 2026-12-06 the shipped model's RoadScene homography AUC@10
-spanned 0.59-0.64 over four seeds. A variant is any set of model config keys that hold no weights
+spanned 0.585-0.653 over four seeds. A variant is any set of model config keys that hold no weights
 (``key=value``, several joined by ``+``; a size as ``WxH``), applied to the model's weights
 (``with_config``); ``shipped`` is the model as it is. A training checkpoint runs at its training
 size and threshold unless told, e.g. ``--model runs/x/best.pt --variants
@@ -91,7 +91,11 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in a.seeds.split(",")]
     report: Dict[str, Any] = {**machine_stamp(2), "sigma": a.sigma, "seeds": seeds, "variants": {}}
     for name in a.variants.split(","):
-        matcher = Matcher.from_model(with_config(model, **parse_variant(name)), backend=a.backend, card=card)
+        changes = parse_variant(name)
+        unknown = sorted(set(changes) - set(model.config))
+        if unknown:  # the model would ignore them and run as it is, under the variant's name
+            raise SystemExit(f"variant {name!r}: unknown model config keys {unknown}")
+        matcher = Matcher.from_model(with_config(model, **changes), backend=a.backend, card=card)
         rows = []
         for seed in seeds:
             row = {"seed": seed, **scores_on_sets(perturbed(matcher.match, seed, a.sigma), a.sets, a.data,

@@ -125,16 +125,18 @@ def test_load_pair_npz_rejects_missing_ground_truth(tmp_path):
         ev.load_pair_npz(str(tmp_path / "bad.npz"))
 
 
-def test_noise_floor_perturbs_alike_for_every_variant():
+def test_noise_floor_perturbs_alike_for_every_variant(tiny_checkpoint):
     """benchmarks.dev_noise_floor: seed 0 passes the pair through; a seed gives the same small
     noise to the same image whichever variant asks (so variants are compared on equal inputs),
     other noise for another seed, and refuses what it is not defined for."""
-    from benchmarks.dev_noise_floor import parse_variant, perturbed
+    from benchmarks.dev_noise_floor import main, parse_variant, perturbed
     assert parse_variant("shipped") == {}
     assert parse_variant("fine_window_4=3+fine_expectation=soft") == {"fine_window_4": 3, "fine_expectation": "soft"}
     assert parse_variant("input_size=416x320+match_threshold=0.1") == {"input_size": [416, 320], "match_threshold": 0.1}
     with pytest.raises(SystemExit, match="key=value"):
         parse_variant("fine_window_4")
+    with pytest.raises(SystemExit, match="unknown model config keys"):  # a typo must not run the shipped model
+        main(["--model", str(tiny_checkpoint), "--variants", "fine_window4=3", "--sets", "none"])
     seen = []
     match = lambda v, t: seen.append(t) or t  # noqa: E731
     rng = np.random.default_rng(0)
