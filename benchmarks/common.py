@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # Data and peer weights live beside the checkout on the development machine, not in it.
@@ -24,6 +26,19 @@ def parse_size(text: str) -> tuple:
     """``"640x512"`` -> ``(640, 512)`` (width, height)."""
     w, h = text.lower().split("x")
     return int(w), int(h)
+
+
+def parse_assignments(text: str) -> dict:
+    """``key=value[+key=value]`` -> dict, the variants' syntax of several benchmarks. Values are
+    read as YAML, as training's ``--set`` reads them; a size ``WxH`` becomes [W, H]. Raises
+    ValueError on an item without ``=``."""
+    out = {}
+    for item in text.split("+"):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{item!r} is not key=value")
+        out[key] = list(parse_size(value)) if re.fullmatch(r"\d+x\d+", value) else yaml.safe_load(value)
+    return out
 
 
 def textured(h, w, seed):

@@ -17,15 +17,13 @@ input_size=416x320+match_threshold=0.1`` (what ``training.export`` writes into t
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import zlib
 from typing import Any, Dict
 
 import numpy as np
 import torch
 
-from benchmarks.common import DATA, machine_stamp, scores_on_sets, write_report
+from benchmarks.common import DATA, machine_stamp, parse_assignments, scores_on_sets, write_report
 from distillmatch_ros.checkpoint import load_checkpoint
 from distillmatch_ros.matcher import Matcher, resolve_model
 from distillmatch_ros.model import with_config
@@ -34,23 +32,14 @@ METRICS = ("auc5", "auc10", "prec3")
 
 
 def parse_variant(text: str) -> Dict[str, Any]:
-    """``shipped`` -> {}; ``fine_window_4=3+fine_expectation=soft`` -> config changes (JSON
-    values where they parse, ``WxH`` as [W, H], strings otherwise)."""
+    """``shipped`` -> {}; ``fine_window_4=3+fine_expectation=soft`` -> config changes
+    (common.parse_assignments: YAML values, ``WxH`` as [W, H])."""
     if text == "shipped":
         return {}
-    changes = {}
-    for item in text.split("+"):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"a variant is 'shipped' or key=value[+key=value], got {item!r}")
-        if re.fullmatch(r"\d+x\d+", value):
-            changes[key] = [int(v) for v in value.split("x")]
-            continue
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
-    return changes
+    try:
+        return parse_assignments(text)
+    except ValueError as exc:
+        raise SystemExit(f"a variant is 'shipped' or key=value[+key=value]: {exc}") from None
 
 
 def perturbed(match, seed: int, sigma: float):

@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from benchmarks.common import SHARED, machine_stamp, parse_size, sized_model, textured, write_report
+from benchmarks.common import SHARED, machine_stamp, parse_assignments, parse_size, sized_model, textured, write_report
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
@@ -145,13 +144,10 @@ def variant_options(name: str, mode: str) -> dict:
     ``option=value[+option=value]`` (e.g. ``auto:guided_passes=1``)."""
     if mode in ("", "single"):
         return {"guided_pass": False} if mode else {}
-    out = {}
-    for item in mode.split("+"):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SystemExit(f"variant {name!r}: a mode is 'single' or option=value[+option=value]")
-        out[key] = yaml.safe_load(value)
-    return out
+    try:
+        return parse_assignments(mode)
+    except ValueError:
+        raise SystemExit(f"variant {name!r}: a mode is 'single' or option=value[+option=value]") from None
 
 
 def variants_run(args) -> int:
