@@ -80,11 +80,11 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in a.seeds.split(",")]
     report: Dict[str, Any] = {**machine_stamp(2), "sigma": a.sigma, "seeds": seeds, "variants": {}}
     for name in a.variants.split(","):
-        changes = parse_variant(name)
-        unknown = sorted(set(changes) - set(model.config))
-        if unknown:  # the model would ignore them and run as it is, under the variant's name
-            raise SystemExit(f"variant {name!r}: unknown model config keys {unknown}")
-        matcher = Matcher.from_model(with_config(model, **changes), backend=a.backend, card=card)
+        try:  # with_config refuses keys the model would ignore (a typo would run it as shipped)
+            variant = with_config(model, **parse_variant(name))
+        except ValueError as exc:
+            raise SystemExit(f"variant {name!r}: {exc}") from None
+        matcher = Matcher.from_model(variant, backend=a.backend, card=card)
         rows = []
         for seed in seeds:
             row = {"seed": seed, **scores_on_sets(perturbed(matcher.match, seed, a.sigma), a.sets, a.data,

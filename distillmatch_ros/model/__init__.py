@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
-from .config import PRESETS, complete_config, make_config
+from .config import PRESETS, check_known_keys, complete_config, make_config
 from .distillmatch import DistillMatch, ExportWrapper
 
 
@@ -18,9 +18,11 @@ def build_model(preset_or_config: Union[str, Dict[str, Any]] = "tiny", **overrid
 
 def with_config(model: DistillMatch, **changes: Any) -> DistillMatch:
     """The same weights under changed config keys that hold no weights (the working size, the
-    coarse band); ``model`` itself when nothing changes."""
+    coarse band); ``model`` itself when nothing changes. A key the config does not have raises
+    ValueError (it would be ignored)."""
     def same(a: Any, b: Any) -> bool:  # a size may be stored as a list or a tuple
         return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+    check_known_keys(model.config, changes)
     if all(same(model.config.get(k), v) for k, v in changes.items()):
         return model
     m = DistillMatch(dict(model.config, pretrained_backbone=False, **changes))

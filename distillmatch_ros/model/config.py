@@ -58,12 +58,17 @@ def make_config(preset: str = "tiny", **overrides: Any) -> Dict[str, Any]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = copy.deepcopy(PRESETS[preset])
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+    check_known_keys(cfg, overrides)
     cfg.update(overrides)
     check_config(cfg)
     return cfg
+
+
+def check_known_keys(cfg: Dict[str, Any], changes: Dict[str, Any]) -> None:
+    """A changed key the config does not have would be ignored silently: refuse it."""
+    unknown = set(changes) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown model config keys: {sorted(unknown)}")
 
 
 def check_config(cfg: Dict[str, Any]) -> None:
