@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import zlib
+from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
         rows = []
         for seed in seeds:
             row = {"seed": seed, **scores_on_sets(perturbed(matcher.match, seed, a.sigma), a.sets, a.data,
-                                                  a.limit or None, label=lambda s: s.rstrip("/").split("/")[-1])}
+                                                  a.limit or None, label=lambda s: Path(s).name)}
             rows.append(row)
             print(name, row, flush=True)
         report["variants"][name] = {"rows": rows, "spread": spread(rows)}
